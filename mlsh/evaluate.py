@@ -1,0 +1,143 @@
+"""The transfer protocol on held-out tasks: ``python -m mlsh.evaluate <run dir>``.
+
+For each of ``--tasks`` tasks drawn from the held-out stream (disjoint from training's), starting from the run's
+latest checkpoint: MLSH keeps its sub-policies frozen and trains a fresh master; the shared policy is fine-tuned
+(from the checkpoint, separately for each task); the scratch baseline trains a fresh policy. Every learner
+collects ``schedule.rollout_steps`` primitive steps per update, like in training. The mean episode return of the
+rollout after u updates (u = 0 .. ``--updates``) is the curve; ``eval.json`` and ``eval.png`` go into the run
+folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from mlsh import checkpoint
+from mlsh.config import validate
+from mlsh.learners import make_learner, make_task_env, sample_task, task_rng
+from mlsh.train import setup_torch
+
+EVAL_ENV_SEED_OFFSET = 1_000_000  # env seeds disjoint from training's (seed * 1000 + i)
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: {path} is missing")
+    cfg = OmegaConf.load(path)
+    validate(cfg)
+    return cfg
+
+
+def transfer(cfg: DictConfig, ckpt: Path | None, n_tasks: int, n_updates: int, seed: int,
+             progress: bool = False) -> dict[str, Any]:
+    """Run the protocol; ``ckpt`` is None only for the scratch baseline, which needs no checkpoint."""
+    cfg = cfg.copy()
+    cfg.seed = seed
+    setup_torch(cfg)
+    venv = make_task_env(cfg, seed=EVAL_ENV_SEED_OFFSET + seed * 1000)
+    learner = make_learner(cfg, venv)
+    if ckpt is not None and cfg.algo.name == "mlsh":
+        learner.load(ckpt)
+    rng = task_rng(seed, "heldout")
+    curves, tasks = [], []
+    start = time.perf_counter()
+    for i in range(n_tasks):
+        task = sample_task(venv, rng)
+        if ckpt is not None and cfg.algo.name == "shared":
+            learner.load(ckpt)  # fine-tune from the meta-trained policy, independently for every task
+        learner.start_task(task)
+        curve = []
+        for _ in range(n_updates + 1):  # the return after 0, 1, ..., n_updates updates
+            learner.iterate(joint=False)
+            returns = venv.pop()
+            curve.append(float(np.mean(returns)) if returns else float("nan"))
+        curves.append(curve)
+        tasks.append(task)
+        if progress:
+            print(f"task {i + 1}/{n_tasks} ({task}): return {curve[0]:.1f} -> {curve[-1]:.1f}", flush=True)
+    venv.close()
+    arr = np.asarray(curves)
+    return {
+        "algo": cfg.algo.name,
+        "checkpoint": None if ckpt is None else str(ckpt),
+        "seed": seed,
+        "n_tasks": n_tasks,
+        "rollout_steps": cfg.schedule.rollout_steps,
+        "updates": list(range(n_updates + 1)),
+        "mean_return": arr.mean(axis=0).tolist(),
+        "std_return": arr.std(axis=0).tolist(),
+        "final_return": float(arr[:, -1].mean()),
+        "tasks": tasks,
+        "per_task": curves,
+        "minutes": (time.perf_counter() - start) / 60,
+    }
+
+
+def plot_eval(results: list[tuple[str, dict[str, Any]]], out: Path, title: str = "transfer to held-out tasks") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, res in results:
+        x, mean, std = np.asarray(res["updates"]), np.asarray(res["mean_return"]), np.asarray(res["std_return"])
+        ax.plot(x, mean, marker="o", ms=3, label=label)
+        ax.fill_between(x, mean - std / np.sqrt(res["n_tasks"]), mean + std / np.sqrt(res["n_tasks"]), alpha=0.2)
+    ax.set_xlabel("master updates (policy updates for the baselines)")
+    ax.set_ylabel("mean episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def evaluate_run(run_dir: Path, n_tasks: int = 20, n_updates: int = 10, seed: int | None = None,
+                 checkpoint_dir: Path | None = None, progress: bool = False) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    ckpt = None
+    if cfg.algo.name != "scratch":
+        ckpt = Path(checkpoint_dir) if checkpoint_dir else checkpoint.latest(run_dir)
+        checkpoint.read_state(ckpt)  # fails clearly on a missing or corrupt checkpoint
+    result = transfer(cfg, ckpt, n_tasks, n_updates, cfg.seed if seed is None else seed, progress)
+    result["run_dir"] = str(run_dir)
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    plot_eval([(f"{cfg.algo.name} ({run_dir.name})", result)], run_dir / "eval.png")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mlsh.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--tasks", type=int, default=20, help="held-out tasks (default 20)")
+    parser.add_argument("--updates", type=int, default=10, help="master updates per task (default 10)")
+    parser.add_argument("--seed", type=int, default=None, help="held-out stream seed (default: the run's seed)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="a checkpoints/task_* folder (default latest)")
+    args = parser.parse_args(argv)
+    if args.tasks < 1 or args.updates < 0:
+        parser.error("--tasks must be >= 1 and --updates >= 0")
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    try:
+        result = evaluate_run(args.run_dir, args.tasks, args.updates, args.seed, args.checkpoint, progress=True)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    curve = " ".join(f"{v:.1f}" for v in result["mean_return"])
+    print(f"{result['algo']}: mean return after 0..{args.updates} updates: {curve}")
+    print(f"wrote {args.run_dir / 'eval.json'} and {args.run_dir / 'eval.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Small envs and scripted policies whose behaviour the tests can compute by hand."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+
+
+class CountEnv(gym.Env):
+    """Observation [t, last action]; reward t at the t-th step of an episode (1-based); truncated after ``limit``."""
+
+    def __init__(self, limit: int = 20):
+        self.limit = limit
+        self.observation_space = spaces.Box(-1e6, 1e6, shape=(2,), dtype=np.float32)
+        self.action_space = spaces.Discrete(5)
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0, -1.0], dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = np.array([self.t, int(action)], dtype=np.float32)
+        return obs, float(self.t), False, self.t >= self.limit, {}
+
+
+class ConstantPolicy(th.nn.Module):
+    """Stands in for a sub-policy: always action ``action``, value ``value``; records the batch size of each call."""
+
+    def __init__(self, action: int, value: float):
+        super().__init__()
+        self.action, self.value = action, value
+        self.batch_sizes: list[int] = []
+
+    def forward(self, obs):
+        n = obs.shape[0]
+        self.batch_sizes.append(n)
+        return th.full((n,), self.action), th.full((n, 1), self.value), th.zeros(n)
+
+    def predict_values(self, obs):
+        return th.full((obs.shape[0], 1), self.value)
+
+
+class GoalSeekingPolicy(th.nn.Module):
+    """A scripted MovementBandits sub-policy that walks straight to goal ``goal`` (0 or 1), read from the obs."""
+
+    def __init__(self, goal: int):
+        super().__init__()
+        self.goal = goal
+
+    def forward(self, obs):
+        agent, target = obs[:, :2] * 400, obs[:, 2 + 2 * self.goal: 4 + 2 * self.goal] * 400
+        delta = target - agent
+        axis = delta.abs().argmax(dim=1)
+        sign_neg = (delta.gather(1, axis[:, None])[:, 0] < 0).long()
+        action = 1 + 2 * axis + sign_neg
+        close = (delta**2).sum(dim=1) < 2500
+        action = th.where(close & (delta.abs().max(dim=1).values < 20), th.zeros_like(action), action)
+        n = obs.shape[0]
+        return action, th.zeros(n, 1), th.zeros(n)
+
+    def predict_values(self, obs):
+        return th.zeros(obs.shape[0], 1)
