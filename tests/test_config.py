@@ -1,0 +1,62 @@
+import subprocess
+import sys
+
+import pytest
+
+from mlsh.config import ConfigError, validate
+from tests.conftest import ROOT
+
+
+def test_default_config_is_valid_and_has_the_paper_bandits_schedule(compose):
+    cfg = compose()
+    validate(cfg)
+    assert (cfg.env.id, cfg.algo.name) == ("mlsh/MovementBandits-v0", "mlsh")
+    assert (cfg.n_subpolicies, cfg.macro_duration) == (2, 10)
+    assert (cfg.schedule.warmup_iters, cfg.schedule.joint_iters) == (9, 1)
+    assert cfg.logger.mode == "offline"
+
+
+def test_paper_experiment_composes(compose):
+    cfg = compose("experiment=bandits_paper")
+    validate(cfg)
+    assert cfg.schedule.rollout_steps == 24000 and cfg.schedule.n_envs == 12
+    assert cfg.algo.subpolicy.ppo.learning_rate == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize("algo", ["shared", "scratch"])
+def test_baseline_configs_compose(compose, algo):
+    cfg = compose(f"algo={algo}")
+    validate(cfg)
+    assert cfg.algo.name == algo
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("n_subpolicies=0", "n_subpolicies must be an integer >= 1, got 0"),
+        ("macro_duration=-1", "macro_duration must be an integer >= 1, got -1"),
+        ("env.id=mlsh/Nope-v0", "env.id: unknown env 'mlsh/Nope-v0'; registered MLSH envs: ['mlsh/MovementBandits-v0'"),
+        ("schedule.rollout_steps=4020", "rollout_steps per env (4020 / 20 = 201) must be a multiple of macro_duration"),
+        ("schedule.rollout_steps=4001", "schedule.rollout_steps (4001) must be a multiple of schedule.n_envs (20)"),
+        ("macro_duration=20", "env.episode_steps (50) must be a multiple of macro_duration (20)"),
+        ("schedule.warmup_iters=-2", "schedule.warmup_iters must be an integer >= 0"),
+        ("algo.master.random_pick_prob=2", "algo.master.random_pick_prob must be in [0, 1]"),
+        ("logger.mode=live", "logger.mode must be one of ['online', 'offline', 'disabled']"),
+        ("n_subpolicies=two", "n_subpolicies must be an integer >= 1, got 'two'"),
+    ],
+)
+def test_bad_values_are_named(compose, override, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose(override))
+    assert message in str(err.value)
+
+
+def test_run_py_stops_before_any_work_on_a_bad_value(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "run.py", "n_subpolicies=0", "logger.mode=disabled", f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "config error: n_subpolicies must be an integer >= 1, got 0" in proc.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,0 +1,130 @@
+"""Every entry point, with tiny budgets, in seconds."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import PPO
+
+from mlsh import checkpoint
+from mlsh.learners import MLSHLearner, make_task_env
+from tests.conftest import ROOT
+
+
+def run(*args, timeout=300):
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**__import__("os").environ, "WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "mlsh"
+    run("run.py", "schedule=smoke", "logger.mode=offline", "progress_bar=false", f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_run_folder_holds_config_provenance_metrics_checkpoints_and_wandb(smoke_run):
+    assert (smoke_run / ".hydra" / "config.yaml").exists() and (smoke_run / ".hydra" / "overrides.yaml").exists()
+    prov = json.loads((smoke_run / "provenance.json").read_text())
+    assert "run.py" in prov["command"] and "schedule=smoke" in prov["command"]
+    assert len(prov["git"]["commit"]) == 40
+    assert prov["packages"]["torch"].startswith("2.13.0") and prov["packages"]["stable-baselines3"] == "2.9.2"
+    rows = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    iters = [r for r in rows if "episode_return" in r]
+    assert len(iters) == 4  # 2 tasks x (1 warmup + 1 joint)
+    assert [r["global_step"] for r in iters] == [200, 400, 600, 800]
+    assert [r["phase_joint"] for r in iters] == [0, 1, 0, 1]
+    assert "sub0/value_loss" in iters[1] and "sub0/value_loss" not in iters[0]
+    assert all(abs(r["master/share_sub0"] + r["master/share_sub1"] - 1) < 1e-9 for r in iters)
+    assert len([r for r in rows if "task/final_return" in r]) == 2
+    assert [p.name for p in checkpoint.list_checkpoints(smoke_run)] == ["task_00000", "task_00001"]
+    assert list((smoke_run / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_checkpointed_subpolicies_open_with_ppo_load(smoke_run):
+    sub = PPO.load(smoke_run / "checkpoints" / "task_00001" / "sub1.zip", device="cpu")
+    action, _ = sub.predict(np.full(6, 0.5, dtype=np.float32))
+    assert 0 <= int(action) < 5
+    assert checkpoint.read_state(smoke_run / "checkpoints" / "task_00001")["global_step"] == 800
+
+
+def test_evaluate_and_plot(smoke_run, tmp_path):
+    proc = run("-m", "mlsh.evaluate", str(smoke_run), "--tasks", "2", "--updates", "2")
+    assert "mean return after 0..2 updates" in proc.stdout
+    result = json.loads((smoke_run / "eval.json").read_text())
+    assert result["algo"] == "mlsh" and result["updates"] == [0, 1, 2] and len(result["per_task"]) == 2
+    assert len(result["mean_return"]) == 3 and all(np.isfinite(result["mean_return"]))
+    assert (smoke_run / "eval.png").read_bytes()[:4] == b"\x89PNG"
+    out = tmp_path / "cmp.png"
+    run("-m", "mlsh.plot", str(smoke_run), str(smoke_run), "--out", str(out))
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("algo,files", [("shared", ["policy.zip"]), ("scratch", ["policy.zip"])])
+def test_baselines_run_with_the_same_budget_and_logging(tmp_path, algo, files):
+    run_dir = tmp_path / algo
+    run("run.py", f"algo={algo}", "schedule=smoke", "logger.mode=disabled", "progress_bar=false",
+        f"hydra.run.dir={run_dir}")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    iters = [r for r in rows if "episode_return" in r]
+    assert [r["global_step"] for r in iters] == [200, 400, 600, 800]
+    assert "policy/value_loss" in iters[0]
+    assert sorted(p.name for p in checkpoint.latest(run_dir).iterdir()) == sorted([*files, "state.json"])
+    run("-m", "mlsh.evaluate", str(run_dir), "--tasks", "1", "--updates", "1")
+    assert json.loads((run_dir / "eval.json").read_text())["algo"] == algo
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_multirun_writes_one_folder_per_value_grouped_in_wandb(tmp_path, launcher):
+    sweep = tmp_path / "sweep"
+    run("run.py", "-m", "n_subpolicies=1,3", "schedule=smoke", "logger.mode=offline", "progress_bar=false",
+        f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}")
+    dirs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "metrics.jsonl").exists())
+    assert [d.name for d in dirs] == ["0_n_subpolicies=1,schedule=smoke", "1_n_subpolicies=3,schedule=smoke"]
+    shares = [k for k in json.loads((dirs[1] / "metrics.jsonl").read_text().splitlines()[0]) if "share" in k]
+    assert shares == ["master/share_sub0", "master/share_sub1", "master/share_sub2"]
+    for d in dirs:
+        run_file = next((d / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert sweep.name.encode() in run_file.read_bytes()  # the W&B group is the sweep's name
+
+
+def test_checkpoint_round_trip(compose, tmp_path):
+    cfg = compose("schedule=smoke", "logger.mode=disabled")
+    a = MLSHLearner(cfg, make_task_env(cfg, seed=0))
+    a.start_task(0)
+    a.iterate(joint=True)
+    checkpoint.save(a, tmp_path, 0, {"global_step": 200})
+    th.manual_seed(123)
+    b = MLSHLearner(cfg, make_task_env(cfg, seed=1))
+    b.load(checkpoint.latest(tmp_path))
+    for sa, sb in zip(a.subs, b.subs, strict=True):
+        for (ka, va), (kb, vb) in zip(sa.policy.state_dict().items(), sb.policy.state_dict().items(), strict=True):
+            assert ka == kb and th.equal(va, vb)
+
+
+def test_missing_or_corrupt_checkpoints_fail_clearly(smoke_run, tmp_path):
+    from mlsh.evaluate import evaluate_run
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="is not a run folder"):
+        evaluate_run(empty)
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(smoke_run, broken)
+    shutil.rmtree(broken / "checkpoints")
+    with pytest.raises(FileNotFoundError, match="no checkpoint under"):
+        evaluate_run(broken)
+    (broken / "checkpoints" / "task_00000").mkdir(parents=True)
+    (broken / "checkpoints" / "task_00000" / "state.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt"):
+        evaluate_run(broken)
+    (broken / "checkpoints" / "task_00000" / "state.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="has no sub0.zip"):
+        evaluate_run(broken)
