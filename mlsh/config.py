@@ -58,6 +58,8 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.schedule.get("max_minutes") is not None and not cfg.schedule.max_minutes > 0:
         raise ConfigError(f"schedule.max_minutes must be > 0 or null, got {cfg.schedule.max_minutes!r}")
+    if cfg.schedule.get("target_return") is not None:
+        _int(cfg, "schedule.target_window", 1)
     if cfg.algo.name == "mlsh":
         p = cfg.algo.master.random_pick_prob
         if not 0.0 <= p <= 1.0:

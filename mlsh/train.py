@@ -72,6 +72,9 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                             keep_last=cfg.checkpoint.get("keep_last"))
             if sched.get("max_minutes") and time.perf_counter() - start > 60 * sched.max_minutes:
                 break
+            target, window = sched.get("target_return"), sched.get("target_window", 20)
+            if target is not None and len(final_returns) >= window and np.mean(final_returns[-window:]) >= target:
+                break
         exit_code = 0
     finally:
         bar.close()

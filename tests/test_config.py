@@ -35,7 +35,7 @@ def test_baseline_configs_compose(compose, algo):
     [
         ("n_subpolicies=0", "n_subpolicies must be an integer >= 1, got 0"),
         ("macro_duration=-1", "macro_duration must be an integer >= 1, got -1"),
-        ("env.id=mlsh/Nope-v0", "env.id: unknown env 'mlsh/Nope-v0'; registered MLSH envs: ['mlsh/MovementBandits-v0'"),
+        ("env.id=mlsh/Nope-v0", "env.id: unknown env 'mlsh/Nope-v0'; registered MLSH envs: ['mlsh/"),
         ("schedule.rollout_steps=4020", "rollout_steps per env (4020 / 20 = 201) must be a multiple of macro_duration"),
         ("schedule.rollout_steps=4001", "schedule.rollout_steps (4001) must be a multiple of schedule.n_envs (20)"),
         ("macro_duration=20", "env.episode_steps (50) must be a multiple of macro_duration (20)"),
