@@ -7,10 +7,10 @@ Each learner exposes the same three calls: ``start_task(task)`` (set the task on
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3 import PPO
@@ -22,6 +22,10 @@ from mlsh import sb3_adapter
 from mlsh.master import MasterPolicy
 from mlsh.selection import SubPolicySelectionVecEnv
 from mlsh.subpolicies import SubPolicyLearner
+
+# SB3 warns when the rollout is not a multiple of the minibatch size; it then trains on a shorter last minibatch,
+# which is what MLSH's variable-size batches do by design.
+warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
 
 
 class EpisodeStats(VecEnvWrapper):
@@ -188,6 +192,3 @@ LEARNERS = {"mlsh": MLSHLearner, "shared": SharedLearner, "scratch": ScratchLear
 def make_learner(cfg: DictConfig, venv: VecEnv):
     return LEARNERS[cfg.algo.name](cfg, venv)
 
-
-def env_spec(cfg: DictConfig) -> gym.envs.registration.EnvSpec:
-    return gym.spec(cfg.env.id)

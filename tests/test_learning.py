@@ -42,8 +42,8 @@ def test_fresh_master_learns_to_pick_the_subpolicy_that_solves_the_task(compose,
 def test_mlsh_meta_training_splits_the_subpolicies_one_per_goal(compose, tmp_path):
     """Meta-train MLSH on MovementBandits (seed 0, at most 15 minutes), then the transfer protocol on held-out
     tasks: a fresh master over the frozen sub-policies must reach 85% of the oracle within 10 updates."""
-    from mlsh.evaluate import transfer
     from mlsh.checkpoint import latest
+    from mlsh.evaluate import transfer
     from mlsh.train import meta_train
 
     cfg = compose("seed=0", "logger.mode=disabled", "schedule.max_minutes=15", "schedule.target_return=37")
