@@ -62,7 +62,7 @@ class RunLogger:
     """Appends one JSON line per ``log`` call to ``metrics.jsonl`` and mirrors it to W&B (unless disabled)."""
 
     def __init__(self, run_dir: Path, cfg: DictConfig, group: str | None = None, job_type: str = "train",
-                 name: str | None = None):
+                 name: str | None = None, resume: bool = False):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
@@ -70,12 +70,16 @@ class RunLogger:
         if cfg.logger.mode != "disabled":
             import wandb
 
+            id_file = self.run_dir / "wandb_run_id"
+            run_id = id_file.read_text().strip() if resume and id_file.exists() else None
             self.wandb = wandb.init(
+                id=run_id, resume="allow" if run_id else None,
                 project=cfg.logger.project, entity=cfg.logger.get("entity"), mode=cfg.logger.mode,
                 dir=str(self.run_dir), group=group, job_type=job_type, name=name,
                 tags=list(cfg.logger.get("tags") or []),
                 config=OmegaConf.to_container(cfg, resolve=True),
             )
+            id_file.write_text(self.wandb.id)
             self.wandb.define_metric("global_step")
             self.wandb.define_metric("*", step_metric="global_step")
 

@@ -6,6 +6,7 @@ Collection and update live in the learners (``mlsh.learners``); this loop only s
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from mlsh import checkpoint
 from mlsh.config import validate
 from mlsh.learners import make_learner, make_task_env, sample_task, task_rng
-from mlsh.runlog import RunLogger
+from mlsh.runlog import RunLogger, read_metrics
 
 
 def setup_torch(cfg: DictConfig) -> None:
@@ -27,7 +28,25 @@ def setup_torch(cfg: DictConfig) -> None:
     set_random_seed(cfg.seed)
 
 
-def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progress: bool = True) -> dict[str, Any]:
+def _restore(run_dir: Path, learner, rng: np.random.Generator) -> tuple[int, int, list[float]]:
+    """Load the latest checkpoint; drop the metrics logged after it. Returns (next task, global step, finals)."""
+    ckpt = checkpoint.latest(run_dir)
+    state = checkpoint.read_state(ckpt)
+    learner.load(ckpt)
+    rng.bit_generator.state = state["task_rng"]
+    step = int(state["global_step"])
+    rows = [r for r in read_metrics(run_dir) if r["global_step"] <= step]
+    tmp = run_dir / "metrics.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(run_dir / "metrics.jsonl")
+    finals = [r["task/final_return"] for r in rows if "task/final_return" in r]
+    return int(state["task_index"]) + 1, step, finals
+
+
+def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progress: bool = True,
+               resume: bool = False) -> dict[str, Any]:
+    """Meta-train into ``run_dir``; with ``resume``, continue from its latest checkpoint (metrics after it are
+    dropped, so none is lost or duplicated beyond the unfinished task)."""
     validate(cfg)
     setup_torch(cfg)
     run_dir = Path(run_dir)
@@ -38,13 +57,14 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     iters_per_task = sched.warmup_iters + sched.joint_iters
     # The baselines have no warmup: they update their one policy every iteration.
     warmup = sched.warmup_iters if cfg.algo.name == "mlsh" else 0
-    logger = RunLogger(run_dir, cfg, group=group, job_type=cfg.algo.name, name=run_dir.name)
-    step, start = 0, time.perf_counter()
-    final_returns: list[float] = []
-    bar = tqdm(total=sched.n_tasks * iters_per_task, unit="it", disable=not progress, dynamic_ncols=True)
+    first_task, step, final_returns = _restore(run_dir, learner, rng) if resume else (0, 0, [])
+    logger = RunLogger(run_dir, cfg, group=group, job_type=cfg.algo.name, name=run_dir.name, resume=resume)
+    start, start_step = time.perf_counter(), step
+    bar = tqdm(total=sched.n_tasks * iters_per_task, initial=first_task * iters_per_task, unit="it",
+               disable=not progress, dynamic_ncols=True)
     exit_code = 1
     try:
-        for task_index in range(sched.n_tasks):
+        for task_index in range(first_task, sched.n_tasks):
             task = sample_task(venv, rng)
             learner.start_task(task)
             for it in range(iters_per_task):
@@ -65,10 +85,11 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                 logger.log(metrics, step)
                 bar.update(1)
                 bar.set_postfix(task=task_index, steps=step, ret=f"{mean_return:.1f}",
-                                sps=f"{step / (time.perf_counter() - start):.0f}")
+                                sps=f"{(step - start_step) / (time.perf_counter() - start):.0f}")
             final_returns.append(mean_return)
             logger.log({"task/final_return": mean_return, "task/index": task_index, "task/task": task}, step)
-            checkpoint.save(learner, run_dir, task_index, {"global_step": step, "algo": cfg.algo.name},
+            state = {"global_step": step, "algo": cfg.algo.name, "task_rng": rng.bit_generator.state}
+            checkpoint.save(learner, run_dir, task_index, state,
                             keep_last=cfg.checkpoint.get("keep_last"))
             if sched.get("max_minutes") and time.perf_counter() - start > 60 * sched.max_minutes:
                 break
@@ -83,7 +104,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
             "tasks_done": len(final_returns),
             "global_step": step,
             "minutes": elapsed / 60,
-            "steps_per_second": step / max(elapsed, 1e-9),
+            "steps_per_second": (step - start_step) / max(elapsed, 1e-9),
             "final_return_last10": float(np.mean(final_returns[-10:])) if final_returns else float("nan"),
         }
         logger.summary(summary)

@@ -128,3 +128,29 @@ def test_missing_or_corrupt_checkpoints_fail_clearly(smoke_run, tmp_path):
     (broken / "checkpoints" / "task_00000" / "state.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="has no sub0.zip"):
         evaluate_run(broken)
+
+
+def test_resume_continues_from_the_last_checkpoint_without_duplicate_metrics(compose, tmp_path):
+    import shutil
+
+    from mlsh.runlog import read_metrics
+    from mlsh.train import meta_train
+
+    cfg = compose("schedule=smoke", "schedule.n_tasks=3", "logger.mode=disabled")
+    meta_train(cfg, tmp_path, progress=False)
+    shutil.rmtree(checkpoint.task_dir(tmp_path, 2))  # as if killed during the last task, after logging some of it
+    cfg.schedule.n_tasks = 4
+    summary = meta_train(cfg, tmp_path, progress=False, resume=True)
+    rows = read_metrics(tmp_path)
+    iters = [r["global_step"] for r in rows if "episode_return" in r]
+    assert iters == [200 * i for i in range(1, 9)]
+    assert [r["task/index"] for r in rows if "task/final_return" in r] == [0, 1, 2, 3]
+    assert summary["global_step"] == 1600
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)][-1] == "task_00003"
+
+
+def test_resume_without_a_checkpoint_fails_clearly(compose, tmp_path):
+    from mlsh.train import meta_train
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint under"):
+        meta_train(compose("schedule=smoke", "logger.mode=disabled"), tmp_path, progress=False, resume=True)

@@ -1,0 +1,32 @@
+"""Continue an interrupted run from its latest checkpoint: ``python -m mlsh.resume <run dir> [--n-tasks N]``.
+
+The run's own config (``.hydra/config.yaml``) is used; metrics logged after the checkpoint (the unfinished task)
+are dropped and redone, so ``metrics.jsonl`` has neither gaps nor duplicates; the W&B run is resumed by its id.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mlsh.evaluate import load_run_config
+from mlsh.train import meta_train
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mlsh.resume", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--n-tasks", type=int, default=None, help="raise the run's schedule.n_tasks")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_run_config(args.run_dir)
+        if args.n_tasks is not None:
+            cfg.schedule.n_tasks = args.n_tasks
+        summary = meta_train(cfg, args.run_dir, progress=cfg.progress_bar, resume=True)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    main()
