@@ -48,3 +48,13 @@ def read_state(folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"checkpoint state {path} is missing or corrupt: {err}") from err
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint folder, given either itself or a run folder (then its latest checkpoint)."""
+    path = Path(path)
+    if (path / "state.json").exists():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"no run folder or checkpoint at {path}")
+    return latest(path)

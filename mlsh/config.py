@@ -67,6 +67,13 @@ def validate(cfg: DictConfig) -> None:
         if cfg.algo.subpolicy.advantage_norm not in ADVANTAGE_NORMS:
             raise ConfigError(f"algo.subpolicy.advantage_norm must be one of {list(ADVANTAGE_NORMS)}, "
                               f"got {cfg.algo.subpolicy.advantage_norm!r}")
+    if cfg.get("init_from"):
+        from mlsh.checkpoint import resolve
+
+        try:
+            resolve(cfg.init_from)
+        except FileNotFoundError as err:
+            raise ConfigError(f"init_from: {err}") from None
     mode = cfg.logger.mode
     if mode not in ("online", "offline", "disabled"):
         raise ConfigError(f"logger.mode must be one of ['online', 'offline', 'disabled'], got {mode!r}")

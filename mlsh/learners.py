@@ -90,6 +90,15 @@ def build_ppo(section: DictConfig, env: VecEnv, n_steps: int, policy: Any = "Mlp
     return model
 
 
+def _set_parameters(model: PPO, path: Path) -> None:
+    """Load a saved model's weights (and optimizer state) into ``model``; explain a space mismatch."""
+    try:
+        model.set_parameters(str(path), exact_match=True, device="cpu")
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit this env's observation/action spaces "
+                         f"({model.observation_space}, {model.action_space}): {str(err).splitlines()[0]}") from err
+
+
 def _start(env: VecEnv, task: Any) -> np.ndarray:
     env.set_options({"task": task})
     return env.reset()
@@ -139,11 +148,16 @@ class MLSHLearner:
             self.master.save(folder / "master.zip")
 
     def load(self, folder: Path) -> None:
+        """The sub-policies of a checkpoint (the master is per task and never restored)."""
+        found = len(list(Path(folder).glob("sub*.zip")))
+        if found != len(self.subs):
+            raise ValueError(f"checkpoint {folder} has {found} sub-policies (sub*.zip), the config asks for "
+                             f"n_subpolicies={len(self.subs)}")
         for k, model in enumerate(self.subs):
-            path = folder / f"sub{k}.zip"
+            path = Path(folder) / f"sub{k}.zip"
             if not path.exists():
                 raise FileNotFoundError(f"checkpoint {folder} has no {path.name} (n_subpolicies={len(self.subs)})")
-            model.set_parameters(str(path), exact_match=True, device="cpu")
+            _set_parameters(model, path)
 
 
 class SharedLearner:
@@ -177,7 +191,7 @@ class SharedLearner:
         path = folder / "policy.zip"
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {folder} has no policy.zip")
-        self.model.set_parameters(str(path), exact_match=True, device="cpu")
+        _set_parameters(self.model, path)
 
 
 class ScratchLearner(SharedLearner):

@@ -57,6 +57,8 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     iters_per_task = sched.warmup_iters + sched.joint_iters
     # The baselines have no warmup: they update their one policy every iteration.
     warmup = sched.warmup_iters if cfg.algo.name == "mlsh" else 0
+    if cfg.get("init_from") and not resume:
+        learner.load(checkpoint.resolve(cfg.init_from))
     first_task, step, final_returns = _restore(run_dir, learner, rng) if resume else (0, 0, [])
     logger = RunLogger(run_dir, cfg, group=group, job_type=cfg.algo.name, name=run_dir.name, resume=resume)
     start, start_step = time.perf_counter(), step

@@ -126,7 +126,7 @@ def test_missing_or_corrupt_checkpoints_fail_clearly(smoke_run, tmp_path):
     with pytest.raises(ValueError, match="corrupt"):
         evaluate_run(broken)
     (broken / "checkpoints" / "task_00000" / "state.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="has no sub0.zip"):
+    with pytest.raises(ValueError, match="has 0 sub-policies"):
         evaluate_run(broken)
 
 
@@ -154,3 +154,22 @@ def test_resume_without_a_checkpoint_fails_clearly(compose, tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no checkpoint under"):
         meta_train(compose("schedule=smoke", "logger.mode=disabled"), tmp_path, progress=False, resume=True)
+
+
+def test_init_from_loads_subpolicies_of_another_run_and_checks_the_fit(compose, smoke_run, tmp_path):
+    from mlsh.config import ConfigError, validate
+    from mlsh.train import meta_train
+
+    cfg = compose("schedule=smoke", "logger.mode=disabled", "schedule.joint_iters=0", "schedule.n_tasks=1",
+                  f"init_from={smoke_run}")
+    meta_train(cfg, tmp_path / "transfer", progress=False)
+    for k in range(2):  # frozen (no joint iterations): the saved sub-policies equal the ones loaded
+        a = PPO.load(smoke_run / "checkpoints" / "task_00001" / f"sub{k}.zip", device="cpu").policy.state_dict()
+        b = PPO.load(tmp_path / "transfer" / "checkpoints" / "task_00000" / f"sub{k}.zip",
+                     device="cpu").policy.state_dict()
+        assert all(th.equal(a[name], b[name]) for name in a)
+    with pytest.raises(ConfigError, match="init_from: no run folder or checkpoint at"):
+        validate(compose("schedule=smoke", f"init_from={tmp_path / 'nope'}"))
+    with pytest.raises(ValueError, match="has 2 sub-policies.*n_subpolicies=3"):
+        meta_train(compose("schedule=smoke", "logger.mode=disabled", "n_subpolicies=3", f"init_from={smoke_run}"),
+                   tmp_path / "k3", progress=False)
