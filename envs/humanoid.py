@@ -1,0 +1,376 @@
+"""Humanoid Walk/Crawl and the Walk-then-Crawl course: the paper's humanoid tasks (REFERENCE.md section 2).
+
+**Model.** gymnasium's own ``assets/humanoid.xml`` (found through the installed package) plus, added with
+``mujoco.MjSpec``, a ceiling slab: one box of half-extents ``slab_half_extents`` (11.5 x 11.5 x 0.5, as the
+original) whose underside is at ``slab_bottom`` (z = 1.0). It is a mocap body, i.e. a kinematic, immovable
+obstacle (the original used a 529 t box on a y-slide, equally immovable for the humanoid) that ``reset`` places
+through ``data.mocap_pos``. Being a mocap body it adds no joint, so ``qpos``/``qvel`` and bodies 1-13 are exactly
+Humanoid-v5's. One model is compiled once per env, in ``__init__``; nothing is compiled per step. A standing
+humanoid (torso at z 1.4, head top at 1.68) cannot pass under the slab; a lying one (body below ~0.4) fits.
+The floor plane, infinite for collisions, is drawn ``floor_half_size`` wide so that the course renders on a floor.
+
+**Observation (both envs, 348 values, the same as Humanoid-v5 with its defaults).** qpos without root x, y (22),
+qvel (23), then for the 13 humanoid bodies (the slab excluded) cinert (130) and cvel (78), qfrc_actuator of the
+17 hinge dofs (17) and cfrc_ext (78). ``cfrc_ext`` is computed by ``mj_rnePostConstraint`` after every step, as
+gymnasium's ``MujocoEnv`` does for Humanoid-v5. The original's course put root x at index 0 where Walk/Crawl had
+z, so its walk/crawl sub-policies saw a different input in the course; here the layout is identical in
+:class:`HumanoidWalkCrawlEnv` and :class:`HumanoidCourseEnv` (index 0 is root z in both).
+
+**Rewards (the original's, REFERENCE.md).** ``v = Δx_com / model.opt.timestep`` is the displacement of the
+humanoid's centre of mass (slab excluded) over one env step divided by the *physics* timestep 0.003, as the
+original did (so 5x the true velocity with frame_skip 5: the walk term 0.25 v equals Humanoid-v5's 1.25 x true
+velocity). ``info["x_velocity"]`` is the true CoM velocity Δx_com / dt, as in Humanoid-v5, so
+v = frame_skip * x_velocity. Costs: ``ctrl_cost_weight * |ctrl|^2`` and
+``min(contact_cost_weight * |cfrc_ext|^2, contact_cost_max)`` over the 13 humanoid bodies.
+
+- **Crawl (task 0):** ``crawl_forward_weight * crawl_direction * v - costs``; never terminates.
+- **Walk (task 1):** ``[healthy_reward + walk_forward_weight * v if healthy] - costs``, healthy meaning the torso z
+  is inside ``healthy_z_range`` (default (1, inf): the original's "done when z < 1"); terminates when unhealthy.
+
+**Direction of crawling (a deliberate change).** The original's crawl task put the slab *behind* the start
+(x in [-23.5, -0.5]) and paid *backward* motion. Here the sign is the argument ``crawl_direction``. Its default
++1 mirrors the layout: the slab lies ahead, x in [0.5, 23.5], and crawling *forward* pays, so walking and crawling
+both travel +x, as they must in the course for the walk and crawl sub-policies to transfer.
+``crawl_direction=-1`` gives the original's layout and reward. In both the slab's near edge is ``crawl_gap``
+(0.5 m, as the original) from the start. In the walk task the slab is moved ``slab_away_y`` (30 m, the original's
+slide value) sideways, out of reach.
+
+**Course layout (:class:`HumanoidCourseEnv`, a deliberate change).** One direction of travel, +x: the humanoid
+starts at x = 0 in walk mode; the slab covers x in [course_switch_x + crawl_gap, ... + 23] = [25.5, 48.5], y in
+[-11.5, 11.5]. Once the root x passes ``course_switch_x`` (25, the original's threshold), i.e. reaches the slab's
+start less the same 0.5 m gap from which the crawl task starts, the episode is in crawl mode for good: crawl reward
+(forward), no termination. Switching at the slab edge itself would come too late: an upright walker's head touches
+the edge before its root reaches it. In walk mode the walk reward and termination apply. The original instead
+switched at x > 25 *after* the slab's x-range and then paid crawling back under it.
+
+Task API (shared by every env in ``envs/``): ``sample_task(rng)`` draws a task with the caller's RNG,
+``set_task(task)`` selects it from the next reset on (``reset(options={"task": task})`` sets and applies it), it is
+kept across episodes until changed, and ``info["task"]`` reports the task of the running episode. Before any task
+is set, Walk/Crawl runs the walk task, i.e. behaves as Humanoid-v5. All randomness
+(the reset noise U(+-reset_noise_scale) on qpos and qvel, as Humanoid-v5) comes from ``self.np_random``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium.envs.mujoco
+import mujoco
+import numpy as np
+from gymnasium import utils
+from gymnasium.envs.mujoco import MujocoEnv
+from gymnasium.spaces import Box
+
+HUMANOID_XML = Path(gymnasium.envs.mujoco.__file__).parent / "assets" / "humanoid.xml"
+
+DEFAULT_CAMERA_CONFIG = {  # Humanoid-v5's
+    "trackbodyid": 1,
+    "distance": 4.0,
+    "lookat": np.array((0.0, 0.0, 2.0)),
+    "elevation": -20.0,
+}
+
+CRAWL, WALK = 0, 1
+TASK_NAMES = {CRAWL: "crawl", WALK: "walk"}
+
+
+def build_model(
+    slab_half_extents: tuple[float, float, float],
+    floor_half_size: float,
+    slab_rgba: tuple[float, float, float, float] = (0.35, 0.45, 0.75, 0.5),
+) -> mujoco.MjModel:
+    """gymnasium's humanoid plus a ceiling slab (a mocap box named ``slab``, last body), compiled once."""
+    spec = mujoco.MjSpec.from_file(str(HUMANOID_XML))
+    base_extent = spec.compile().stat.extent  # keep the humanoid's render scale (fog, clipping planes)
+    floor = spec.geom("floor")
+    floor.size = [floor_half_size, floor_half_size, floor.size[2]]
+    spec.material("MatPlane").texrepeat = np.asarray(spec.material("MatPlane").texrepeat) * floor_half_size / 20.0
+    slab = spec.worldbody.add_body(name="slab", mocap=True, pos=[0.0, 0.0, -10.0])
+    slab.add_geom(name="slab", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(slab_half_extents), rgba=list(slab_rgba),
+                  contype=1, conaffinity=1, condim=1)
+    model = spec.compile()
+    model.stat.extent = base_extent
+    return model
+
+
+class _HumanoidSlabEnv(MujocoEnv, utils.EzPickle):
+    """Shared model, observation, reward terms and reset of the two humanoid envs."""
+
+    metadata = {"render_modes": ["human", "rgb_array", "depth_array", "rgbd_tuple"]}
+    n_tasks: int
+    _default_task = 0
+    _crawl_sign = 1  # +1: crawling pays motion toward +x
+
+    def __init__(
+        self,
+        frame_skip: int,
+        default_camera_config: dict[str, Any],
+        walk_forward_weight: float,
+        crawl_forward_weight: float,
+        ctrl_cost_weight: float,
+        contact_cost_weight: float,
+        contact_cost_max: float,
+        healthy_reward: float,
+        healthy_z_range: tuple[float, float],
+        terminate_when_unhealthy: bool,
+        reset_noise_scale: float,
+        slab_half_extents: tuple[float, float, float],
+        slab_bottom: float,
+        crawl_gap: float,
+        floor_half_size: float,
+        **kwargs,
+    ):
+        self.walk_forward_weight = float(walk_forward_weight)
+        self.crawl_forward_weight = float(crawl_forward_weight)
+        self.ctrl_cost_weight = float(ctrl_cost_weight)
+        self.contact_cost_weight = float(contact_cost_weight)
+        self.contact_cost_max = float(contact_cost_max)
+        self.healthy_reward = float(healthy_reward)
+        self.healthy_z_range = (float(healthy_z_range[0]), float(healthy_z_range[1]))
+        self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
+        self.reset_noise_scale = float(reset_noise_scale)
+        self.slab_half_extents = tuple(float(h) for h in slab_half_extents)
+        self.slab_bottom = float(slab_bottom)
+        self.crawl_gap = float(crawl_gap)
+        self._floor_half_size = float(floor_half_size)
+        if len(self.slab_half_extents) != 3 or min(self.slab_half_extents) <= 0:
+            raise ValueError(f"slab_half_extents must be three positive numbers, got {slab_half_extents!r}")
+
+        MujocoEnv.__init__(self, str(HUMANOID_XML), frame_skip, observation_space=None,
+                           default_camera_config=default_camera_config, **kwargs)
+        self.metadata = {**self.metadata, "render_fps": int(np.round(1.0 / self.dt))}
+
+        self._slab_body = self.model.body("slab").id
+        self._slab_mocap = int(self.model.body_mocapid[self._slab_body])
+        self._bodies = slice(1, self._slab_body)  # the humanoid's bodies (world is 0, the slab is last)
+        mass = self.model.body_mass[self._bodies]
+        self._mass_weights = mass / mass.sum()
+        self._displacement_scale = 1.0 / self.model.opt.timestep  # the original's Δx / 0.003
+        n_bodies = self._slab_body - 1
+        self.observation_structure = {"skipped_qpos": 2, "qpos": self.model.nq - 2, "qvel": self.model.nv,
+                                      "cinert": 10 * n_bodies, "cvel": 6 * n_bodies,
+                                      "qfrc_actuator": self.model.nv - 6, "cfrc_ext": 6 * n_bodies}
+        obs_size = sum(self.observation_structure.values()) - 2
+        self.observation_space = Box(-np.inf, np.inf, shape=(obs_size,), dtype=np.float64)
+        self.task = self._default_task
+        self._episode_task = self._default_task
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        model = build_model(self.slab_half_extents, self._floor_half_size)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
+
+    # -- task API -------------------------------------------------------------------------------------------
+    @classmethod
+    def sample_task(cls, rng: np.random.Generator) -> int:
+        """A task drawn uniformly with the caller's RNG."""
+        return int(rng.integers(cls.n_tasks))
+
+    def _task_error(self, task: Any) -> ValueError:
+        allowed = " or ".join(str(t) for t in range(self.n_tasks))
+        return ValueError(f"{type(self).__name__} task must be {allowed}, got {task!r}")
+
+    def set_task(self, task: int) -> None:
+        """Select the task for the episodes that start from the next reset on."""
+        try:
+            value = int(task)
+        except (TypeError, ValueError):
+            raise self._task_error(task) from None
+        if value != task or value not in range(self.n_tasks):
+            raise self._task_error(task)
+        self.task = value
+
+    # -- geometry -------------------------------------------------------------------------------------------
+    def slab_x_range(self, start: float, direction: int = 1) -> tuple[float, float]:
+        """The x-range of a slab whose near edge is ``crawl_gap`` beyond ``start`` in ``direction``."""
+        near = start + direction * self.crawl_gap
+        far = near + direction * 2 * self.slab_half_extents[0]
+        return (min(near, far), max(near, far))
+
+    def _place_slab(self, x_range: tuple[float, float], y: float) -> None:
+        centre = (0.5 * (x_range[0] + x_range[1]), y, self.slab_bottom + self.slab_half_extents[2])
+        self.data.mocap_pos[self._slab_mocap] = centre
+
+    # -- dynamics -------------------------------------------------------------------------------------------
+    def _com_x(self) -> float:
+        return float(self._mass_weights @ self.data.xipos[self._bodies, 0])
+
+    def _get_obs(self) -> np.ndarray:
+        d, b = self.data, self._bodies
+        return np.concatenate((d.qpos[2:], d.qvel, d.cinert[b].ravel(), d.cvel[b].ravel(), d.qfrc_actuator[6:],
+                               d.cfrc_ext[b].ravel()))
+
+    def _is_healthy(self) -> bool:
+        lo, hi = self.healthy_z_range
+        return bool(lo < self.data.qpos[2] < hi)
+
+    def _reward(self, task: int, velocity: float) -> tuple[float, bool, dict[str, float]]:
+        """Reward, termination and reward terms of ``task`` for a step whose CoM moved ``velocity`` (Δx/timestep)."""
+        ctrl_cost = self.ctrl_cost_weight * float(np.square(self.data.ctrl).sum())
+        contact_cost = min(self.contact_cost_weight * float(np.square(self.data.cfrc_ext[self._bodies]).sum()),
+                           self.contact_cost_max)
+        if task == WALK:
+            healthy = self._is_healthy()
+            survive = self.healthy_reward if healthy else 0.0
+            forward = self.walk_forward_weight * velocity if healthy else 0.0
+            terminated = self.terminate_when_unhealthy and not healthy
+        else:
+            survive, forward, terminated = 0.0, self.crawl_forward_weight * self._crawl_sign * velocity, False
+        info = {"reward_forward": forward, "reward_survive": survive, "reward_ctrl": -ctrl_cost,
+                "reward_contact": -contact_cost}
+        return forward + survive - ctrl_cost - contact_cost, terminated, info
+
+    def _place_for_episode(self) -> None:
+        raise NotImplementedError
+
+    def reset_model(self) -> np.ndarray:
+        self._place_for_episode()
+        noise = self.reset_noise_scale
+        qpos = self.init_qpos + self.np_random.uniform(-noise, noise, size=self.model.nq)
+        qvel = self.init_qvel + self.np_random.uniform(-noise, noise, size=self.model.nv)
+        self.set_state(qpos, qvel)
+        return self._get_obs()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if options and "task" in options:
+            self.set_task(options["task"])
+        self._episode_task = self.task
+        return super().reset(seed=seed, options=options)
+
+
+class HumanoidWalkCrawlEnv(_HumanoidSlabEnv):
+    """The paper's Walk/Crawl distribution: task 0 crawls under the slab, task 1 walks with the slab away."""
+
+    n_tasks = 2
+    _default_task = WALK  # until a task is set, the env is Humanoid-v5 (same physics and observations)
+
+    def __init__(
+        self,
+        frame_skip: int = 5,
+        default_camera_config: dict[str, Any] = DEFAULT_CAMERA_CONFIG,
+        walk_forward_weight: float = 0.25,
+        crawl_forward_weight: float = 1.5,
+        crawl_direction: int = 1,
+        ctrl_cost_weight: float = 0.1,
+        contact_cost_weight: float = 5e-7,
+        contact_cost_max: float = 10.0,
+        healthy_reward: float = 5.0,
+        healthy_z_range: tuple[float, float] = (1.0, float("inf")),
+        terminate_when_unhealthy: bool = True,
+        reset_noise_scale: float = 1e-2,
+        slab_half_extents: tuple[float, float, float] = (11.5, 11.5, 0.5),
+        slab_bottom: float = 1.0,
+        crawl_gap: float = 0.5,
+        slab_away_y: float = 30.0,
+        floor_half_size: float = 60.0,
+        **kwargs,
+    ):
+        utils.EzPickle.__init__(
+            self, frame_skip, default_camera_config, walk_forward_weight, crawl_forward_weight, crawl_direction,
+            ctrl_cost_weight, contact_cost_weight, contact_cost_max, healthy_reward, healthy_z_range,
+            terminate_when_unhealthy, reset_noise_scale, slab_half_extents, slab_bottom, crawl_gap, slab_away_y,
+            floor_half_size, **kwargs,
+        )
+        if crawl_direction not in (1, -1):
+            raise ValueError(f"crawl_direction must be 1 (forward, +x) or -1 (backward, the original), "
+                             f"got {crawl_direction!r}")
+        self.crawl_direction = int(crawl_direction)
+        self._crawl_sign = self.crawl_direction
+        self.slab_away_y = float(slab_away_y)
+        super().__init__(frame_skip, default_camera_config, walk_forward_weight, crawl_forward_weight,
+                         ctrl_cost_weight, contact_cost_weight, contact_cost_max, healthy_reward, healthy_z_range,
+                         terminate_when_unhealthy, reset_noise_scale, slab_half_extents, slab_bottom, crawl_gap,
+                         floor_half_size, **kwargs)
+
+    @property
+    def slab_x(self) -> tuple[float, float]:
+        """The slab's x-range (the same in both tasks; the walk task moves it sideways)."""
+        return self.slab_x_range(0.0, self.crawl_direction)
+
+    def _place_for_episode(self) -> None:
+        self._place_slab(self.slab_x, 0.0 if self._episode_task == CRAWL else self.slab_away_y)
+
+    def step(self, action):
+        x_before = self._com_x()
+        self.do_simulation(action, self.frame_skip)
+        displacement = self._com_x() - x_before
+        velocity = displacement * self._displacement_scale
+        reward, terminated, info = self._reward(self._episode_task, velocity)
+        info.update(task=self._episode_task, x_position=float(self.data.qpos[0]), x_velocity=displacement / self.dt)
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), reward, terminated, False, info
+
+    def _get_reset_info(self) -> dict[str, Any]:
+        return {"task": self._episode_task, "x_position": float(self.data.qpos[0])}
+
+
+class HumanoidCourseEnv(_HumanoidSlabEnv):
+    """The paper's Walk/Crawl combination: walk +x, then crawl +x under the slab once past ``course_switch_x``.
+
+    There is one task (0); ``info["mode"]`` is ``WALK`` (1) until the root passes ``course_switch_x`` and
+    ``CRAWL`` (0) for the rest of the episode, with the Walk/Crawl task of the same number's reward.
+    """
+
+    n_tasks = 1
+
+    def __init__(
+        self,
+        frame_skip: int = 5,
+        default_camera_config: dict[str, Any] = DEFAULT_CAMERA_CONFIG,
+        walk_forward_weight: float = 0.25,
+        crawl_forward_weight: float = 1.5,
+        ctrl_cost_weight: float = 0.1,
+        contact_cost_weight: float = 5e-7,
+        contact_cost_max: float = 10.0,
+        healthy_reward: float = 5.0,
+        healthy_z_range: tuple[float, float] = (1.0, float("inf")),
+        terminate_when_unhealthy: bool = True,
+        reset_noise_scale: float = 1e-2,
+        slab_half_extents: tuple[float, float, float] = (11.5, 11.5, 0.5),
+        slab_bottom: float = 1.0,
+        crawl_gap: float = 0.5,
+        course_switch_x: float = 25.0,
+        floor_half_size: float = 60.0,
+        **kwargs,
+    ):
+        utils.EzPickle.__init__(
+            self, frame_skip, default_camera_config, walk_forward_weight, crawl_forward_weight, ctrl_cost_weight,
+            contact_cost_weight, contact_cost_max, healthy_reward, healthy_z_range, terminate_when_unhealthy,
+            reset_noise_scale, slab_half_extents, slab_bottom, crawl_gap, course_switch_x, floor_half_size,
+            **kwargs,
+        )
+        self.course_switch_x = float(course_switch_x)
+        self.mode = WALK
+        super().__init__(frame_skip, default_camera_config, walk_forward_weight, crawl_forward_weight,
+                         ctrl_cost_weight, contact_cost_weight, contact_cost_max, healthy_reward, healthy_z_range,
+                         terminate_when_unhealthy, reset_noise_scale, slab_half_extents, slab_bottom, crawl_gap,
+                         floor_half_size, **kwargs)
+
+    @property
+    def slab_x(self) -> tuple[float, float]:
+        """The slab's x-range: from ``crawl_gap`` past the switch point, ``2 * slab_half_extents[0]`` long."""
+        return self.slab_x_range(self.course_switch_x, 1)
+
+    def _place_for_episode(self) -> None:
+        self.mode = WALK
+        self._place_slab(self.slab_x, 0.0)
+
+    def step(self, action):
+        x_before = self._com_x()
+        self.do_simulation(action, self.frame_skip)
+        displacement = self._com_x() - x_before
+        velocity = displacement * self._displacement_scale
+        if self.mode == WALK and self.data.qpos[0] > self.course_switch_x:
+            self.mode = CRAWL
+        reward, terminated, info = self._reward(self.mode, velocity)
+        info.update(task=self._episode_task, mode=self.mode, x_position=float(self.data.qpos[0]),
+                    x_velocity=displacement / self.dt)
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), reward, terminated, False, info
+
+    def _get_reset_info(self) -> dict[str, Any]:
+        return {"task": self._episode_task, "mode": self.mode, "x_position": float(self.data.qpos[0])}
