@@ -78,20 +78,24 @@ class MovementBanditsEnv(gym.Env):
         return (np.concatenate([self.agent, self.goals.ravel()]) / self.scale).astype(np.float32)
 
     def render(self):
+        """Top view of [-200, 600]^2: the goal arena [0, 400]^2 in grey, the correct goal green with its reward
+        radius, the other goal yellow, the agent blue."""
         if self.render_mode != "rgb_array":
             return None
-        size = 200
+        size = 240
+        lo, span = -self.arena_size / 2, 2 * self.arena_size
+        y, x = np.mgrid[:size, :size]
+        wx, wy = lo + (x + 0.5) / size * span, lo + (size - 0.5 - y) / size * span  # world coordinates of pixels
         frame = np.full((size, size, 3), 255, dtype=np.uint8)
-        lo, span = -self.arena_size / 2, 2 * self.arena_size  # show [-200, 600]^2
+        frame[(wx >= 0) & (wx <= self.arena_size) & (wy >= 0) & (wy <= self.arena_size)] = (235, 235, 235)
 
-        def dot(p, color, r):
-            c = ((np.asarray(p) - lo) / span * size).astype(int)
-            y, x = np.ogrid[:size, :size]
-            frame[(x - c[0]) ** 2 + (size - 1 - y - c[1]) ** 2 <= r * r] = color
+        def disc(p, radius, color):
+            frame[(wx - p[0]) ** 2 + (wy - p[1]) ** 2 <= radius**2] = color
 
-        for g, goal in enumerate(self.goals):
-            dot(goal, (60, 160, 60) if g == self.task else (200, 170, 40), 6)
-        dot(self.agent, (40, 80, 220), 4)
+        disc(self.goals[self.task], self.goal_radius, (200, 235, 200))
+        disc(self.goals[1 - self.task], 24, (220, 180, 40))
+        disc(self.goals[self.task], 24, (50, 160, 60))
+        disc(self.agent, 20, (40, 80, 220))
         return frame
 
 

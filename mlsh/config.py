@@ -67,6 +67,9 @@ def validate(cfg: DictConfig) -> None:
         if cfg.algo.subpolicy.advantage_norm not in ADVANTAGE_NORMS:
             raise ConfigError(f"algo.subpolicy.advantage_norm must be one of {list(ADVANTAGE_NORMS)}, "
                               f"got {cfg.algo.subpolicy.advantage_norm!r}")
+    if cfg.algo.name == "mlsh" and cfg.schedule.joint_iters == 0 and not cfg.get("init_from"):
+        raise ConfigError("schedule.joint_iters=0 never trains the sub-policies: give init_from=<run folder or "
+                          "checkpoints/task_* folder> whose sub-policies the master should use, or joint_iters >= 1")
     if cfg.get("init_from"):
         from mlsh.checkpoint import resolve
 

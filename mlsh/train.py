@@ -90,7 +90,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                                 sps=f"{(step - start_step) / (time.perf_counter() - start):.0f}")
             final_returns.append(mean_return)
             logger.log({"task/final_return": mean_return, "task/index": task_index, "task/task": task}, step)
-            state = {"global_step": step, "algo": cfg.algo.name, "task_rng": rng.bit_generator.state}
+            state = {"global_step": step, "algo": cfg.algo.name, "task": task, "task_rng": rng.bit_generator.state}
             checkpoint.save(learner, run_dir, task_index, state,
                             keep_last=cfg.checkpoint.get("keep_last"))
             if sched.get("max_minutes") and time.perf_counter() - start > 60 * sched.max_minutes:

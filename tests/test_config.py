@@ -60,3 +60,18 @@ def test_run_py_stops_before_any_work_on_a_bad_value(tmp_path):
     assert "config error: n_subpolicies must be an integer >= 1, got 0" in proc.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_paper_experiment_composes_and_validates(compose, experiment, tmp_path):
+    cfg = compose(f"experiment={experiment}")
+    if cfg.schedule.joint_iters == 0:  # a transfer experiment: it needs the sub-policies of another run
+        with pytest.raises(ConfigError, match="init_from="):
+            validate(cfg)
+        (tmp_path / "state.json").write_text("{}")
+        cfg = compose(f"experiment={experiment}", f"init_from={tmp_path}")
+    validate(cfg)
+    assert cfg.n_subpolicies >= 2 and cfg.macro_duration >= 10

@@ -96,5 +96,5 @@ def test_renders_rgb_frame():
     env = MovementBanditsEnv(render_mode="rgb_array")
     env.reset(seed=0)
     frame = env.render()
-    assert frame.shape == (200, 200, 3) and frame.dtype == np.uint8
+    assert frame.shape == (240, 240, 3) and frame.dtype == np.uint8
     assert (frame != 255).any()
