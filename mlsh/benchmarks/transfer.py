@@ -1,0 +1,150 @@
+"""Meta-training, baselines and the held-out transfer protocol for one env and one seed per call:
+
+    python -m mlsh.benchmarks.transfer --env movement_bandits --seed 0     # one seed (run seeds in parallel)
+    python -m mlsh.benchmarks.transfer --env movement_bandits              # the table of every seed done
+
+Per seed: (1) MLSH meta-trains (``run.py``) for at most ``--minutes``, stopping early once the mean final return of
+the last 20 training tasks reaches ``--target`` (if given); (2) each baseline in ``--baselines``: ``shared`` trains
+one policy on the same task distribution for the same number of tasks, hence the same primitive steps; ``scratch``
+needs no training; (3) the transfer protocol on ``--tasks`` held-out tasks with ``--updates`` updates: fresh master
+over frozen sub-policies (MLSH), fine-tuning (shared), a fresh policy (scratch); (4) where the env module has an
+``oracle_action`` (a policy that knows the task), its return on the same held-out tasks and env seeds.
+Everything lands in ``<out>/seed<S>/``; ``summary.json`` holds the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from omegaconf import OmegaConf
+
+from mlsh.evaluate import EVAL_ENV_SEED_OFFSET, evaluate_run, load_run_config, plot_eval, transfer
+from mlsh.learners import make_task_env, sample_task, task_rng
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def train(env: str, algo: str, seed: int, run_dir: Path, *overrides: str) -> dict:
+    if not (run_dir / "checkpoints").exists():
+        cmd = [sys.executable, "run.py", f"env={env}", f"algo={algo}", f"seed={seed}",
+               "logger.mode=offline", "progress_bar=false", f"hydra.run.dir={run_dir}", *overrides]
+        print("$", " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "WANDB_MODE": "offline"})
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    finals = [r for r in rows if "task/final_return" in r]
+    minutes = max(r.get("time_minutes", 0) for r in rows)
+    return {"tasks": len(finals), "steps": rows[-1]["global_step"], "minutes": minutes}
+
+
+def oracle_return(cfg, seed: int, n_tasks: int) -> float | None:
+    """Mean episode return of the env module's ``oracle_action`` on the held-out tasks and env seeds (None if the
+    env has no oracle)."""
+    module = importlib.import_module(gym.spec(cfg.env.id).entry_point.split(":")[0])
+    oracle_action = getattr(module, "oracle_action", None)
+    if oracle_action is None:
+        return None
+    venv = make_task_env(cfg, seed=EVAL_ENV_SEED_OFFSET + seed * 1000)
+    rng = task_rng(seed, "heldout")
+    envs_ = [venv.get_attr("unwrapped", indices=[i])[0] for i in range(venv.num_envs)]
+    per_env = cfg.schedule.rollout_steps // venv.num_envs
+    means = []
+    for _ in range(n_tasks):
+        venv.set_options({"task": sample_task(venv, rng)})
+        venv.reset()
+        for _ in range(per_env):
+            venv.step(np.array([oracle_action(e) for e in envs_]))
+        means.append(np.mean(venv.pop()))
+    venv.close()
+    return float(np.mean(means))
+
+
+def run_seed(env: str, seed: int, out: Path, minutes: float, target: float | None, n_tasks: int, n_updates: int,
+             baselines: list[str], overrides: list[str]) -> dict:
+    base = out / f"seed{seed}"
+    stop = [f"schedule.target_return={target}", "schedule.n_tasks=100000"] if target is not None else []
+    trained = {"mlsh": train(env, "mlsh", seed, base / "mlsh", f"schedule.max_minutes={minutes}", *stop, *overrides)}
+    if "shared" in baselines:
+        trained["shared"] = train(env, "shared", seed, base / "shared", f"schedule.n_tasks={trained['mlsh']['tasks']}",
+                                  *[o for o in overrides if not o.startswith("schedule.n_tasks")])
+    results = {}
+    for algo in trained:
+        print(f"evaluating {algo} (seed {seed})", flush=True)
+        results[algo] = evaluate_run(base / algo, n_tasks, n_updates)
+    cfg = load_run_config(base / "mlsh")
+    if "scratch" in baselines:
+        scratch_cfg = cfg.copy()
+        scratch_cfg.algo = OmegaConf.load(ROOT / "conf" / "algo" / "scratch.yaml")
+        print(f"evaluating scratch (seed {seed})", flush=True)
+        results["scratch"] = transfer(scratch_cfg, None, n_tasks, n_updates, seed)
+        (base / "scratch").mkdir(parents=True, exist_ok=True)
+        (base / "scratch" / "eval.json").write_text(json.dumps(results["scratch"], indent=2))
+    oracle = oracle_return(cfg, seed, n_tasks)
+    title = f"{env} held-out transfer, seed {seed}" + (f" (oracle {oracle:.1f})" if oracle is not None else "")
+    plot_eval(list(results.items()), base / "transfer.png", title=title)
+    summary = {
+        "env": env,
+        "seed": seed,
+        "training": trained,
+        "oracle": oracle,
+        "curves": {k: v["mean_return"] for k, v in results.items()},
+        "final": {k: v["mean_return"][-1] for k, v in results.items()},
+        "n_tasks": n_tasks,
+        "n_updates": n_updates,
+    }
+    (base / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def report(out: Path) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(out.glob("seed*/summary.json"))]
+    if not rows:
+        raise SystemExit(f"no seed*/summary.json under {out}")
+    algos = list(rows[0]["final"])
+    print(f"{rows[0]['env']} transfer: mean episode return on {rows[0]['n_tasks']} held-out tasks after "
+          f"{rows[0]['n_updates']} updates (each update on one rollout of the training size)")
+    head = f"{'seed':>4} " + " ".join(f"{a:>8}" for a in algos) + f" {'oracle':>7} "
+    head += " ".join(f"{a + '/or':>10}" for a in algos) + f" {'MLSH min':>9} {'tasks':>6} {'M steps':>8}"
+    print(head)
+    for r in rows:
+        t, oracle = r["training"]["mlsh"], r["oracle"]
+        line = f"{r['seed']:>4} " + " ".join(f"{r['final'][a]:>8.1f}" for a in algos)
+        line += f" {oracle:>7.1f} " + " ".join(f"{r['final'][a] / oracle:>10.2f}" for a in algos) if oracle else \
+            f" {'-':>7} " + " ".join(f"{'-':>10}" for _ in algos)
+        line += f" {t['minutes']:>9.1f} {t['tasks']:>6} {t['steps'] / 1e6:>8.2f}"
+        print(line)
+    for r in rows:
+        for a in algos:
+            print(f"seed {r['seed']} {a:>7} curve (0..{r['n_updates']} updates): "
+                  + " ".join(f"{v:.1f}" for v in r["curves"][a]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default="movement_bandits", help="a conf/env name")
+    parser.add_argument("--seed", type=int, action="append", help="seed(s) to run; none: print the table")
+    parser.add_argument("--out", type=Path, default=None, help="default outputs/bench/<env>_transfer")
+    parser.add_argument("--minutes", type=float, default=30.0, help="meta-training wall-clock cap per seed")
+    parser.add_argument("--target", type=float, default=None, help="early stop: mean final return, last 20 tasks")
+    parser.add_argument("--tasks", type=int, default=20, help="held-out tasks")
+    parser.add_argument("--updates", type=int, default=10, help="master updates on each held-out task")
+    parser.add_argument("--baselines", default="shared,scratch", help="comma-separated: shared, scratch")
+    parser.add_argument("overrides", nargs="*", help="extra run.py overrides for MLSH and shared training")
+    args = parser.parse_args()
+    out = args.out or ROOT / "outputs" / "bench" / f"{args.env}_transfer"
+    os.environ.setdefault("WANDB_MODE", "offline")
+    baselines = [b for b in args.baselines.split(",") if b]
+    for seed in args.seed or []:
+        run_seed(args.env, seed, out, args.minutes, args.target, args.tasks, args.updates, baselines, args.overrides)
+    report(out)
+
+
+if __name__ == "__main__":
+    main()
