@@ -20,6 +20,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from mlsh.inference import sample
 from mlsh.sb3_adapter import action_dim
 
 
@@ -141,7 +142,7 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         values = np.empty(self.num_envs, dtype=np.float32)
         log_probs = np.empty(self.num_envs, dtype=np.float32)
         for k, idx in self._groups(choices):
-            a, v, lp = self.subpolicies[k](obs_t[idx])
+            a, v, lp = sample(self.subpolicies[k], obs_t[idx])
             actions[idx] = a.numpy().reshape(-1, self._adim)
             values[idx] = v.numpy().reshape(-1)
             log_probs[idx] = lp.numpy().reshape(-1)

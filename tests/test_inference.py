@@ -1,0 +1,38 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from envs.movement_bandits import MovementBanditsEnv
+from mlsh.inference import sample
+
+
+def test_categorical_matches_sb3_log_probs_values_and_frequencies():
+    th.manual_seed(0)
+    policy = PPO("MlpPolicy", DummyVecEnv([MovementBanditsEnv]), device="cpu").policy
+    with th.no_grad():
+        policy.action_net.bias[:] = th.tensor([2.0, 1.0, 0.0, -1.0, 0.5])
+    obs = th.rand(20000, 6)
+    actions, values, log_prob = sample(policy, obs)
+    ref_values, ref_log_prob, _ = policy.evaluate_actions(obs, actions)
+    th.testing.assert_close(values, ref_values.detach())
+    th.testing.assert_close(log_prob, ref_log_prob.detach(), rtol=1e-5, atol=1e-5)
+    probs = policy.get_distribution(obs[:1]).distribution.probs.detach().numpy()[0]
+    freq = np.bincount(actions.numpy(), minlength=5) / len(actions)
+    assert np.abs(freq - probs).max() < 0.03  # obs barely move the logits of a fresh policy
+
+
+def test_gaussian_matches_sb3_log_probs_and_noise_scale():
+    th.manual_seed(1)
+    policy = PPO("MlpPolicy", DummyVecEnv([lambda: gym.make("Pendulum-v1")]), device="cpu").policy
+    with th.no_grad():
+        policy.log_std[:] = -0.7
+    obs = th.rand(20000, 3)
+    actions, values, log_prob = sample(policy, obs)
+    ref_values, ref_log_prob, _ = policy.evaluate_actions(obs, actions)
+    th.testing.assert_close(log_prob, ref_log_prob.detach(), rtol=1e-5, atol=1e-5)
+    mean = policy.get_distribution(obs).distribution.mean.detach()
+    assert (actions - mean).std().item() == pytest.approx(np.exp(-0.7), rel=0.03)
+    assert actions.shape == (20000, 1) and values.shape == (20000, 1)
