@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlsh import checkpoint
 from mlsh.config import validate
-from mlsh.learners import make_learner, make_task_env, sample_task, task_rng
+from mlsh.learners import freeze_obs_stats, make_learner, make_task_env, sample_task, task_rng
 from mlsh.train import setup_torch
 
 EVAL_ENV_SEED_OFFSET = 1_000_000  # env seeds disjoint from training's (seed * 1000 + i)
@@ -45,8 +45,9 @@ def transfer(cfg: DictConfig, ckpt: Path | None, n_tasks: int, n_updates: int, s
     setup_torch(cfg)
     venv = make_task_env(cfg, seed=EVAL_ENV_SEED_OFFSET + seed * 1000)
     learner = make_learner(cfg, venv)
-    if ckpt is not None and cfg.algo.name == "mlsh":
+    if ckpt is not None:
         learner.load(ckpt)
+        freeze_obs_stats(venv)  # the loaded policies expect the training run's observation filter
     rng = task_rng(seed, "heldout")
     curves, tasks = [], []
     start = time.perf_counter()

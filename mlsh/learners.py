@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 
 import envs  # noqa: F401  (registers mlsh/* envs)
 from mlsh import sb3_adapter
@@ -60,11 +60,54 @@ class EpisodeStats(VecEnvWrapper):
 
 
 def make_task_env(cfg: DictConfig, seed: int) -> EpisodeStats:
-    """``schedule.n_envs`` copies of the env in one ``DummyVecEnv``, seeded ``seed``, ``seed + 1``, ..."""
+    """``schedule.n_envs`` copies of the env in one ``DummyVecEnv``, seeded ``seed``, ``seed + 1``, ...
+
+    With ``env.normalize_obs``, observations go through a running mean/std filter shared by every policy (SB3's
+    ``VecNormalize``, clipped to +-5 as the original's filter; rewards untouched). Its statistics are kept across
+    tasks and saved with every checkpoint.
+    """
     kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True) if cfg.env.get("kwargs") else {}
     venv = make_vec_env(cfg.env.id, n_envs=cfg.schedule.n_envs, seed=seed, env_kwargs=kwargs,
                         vec_env_cls=DummyVecEnv)
+    if cfg.env.get("normalize_obs", False):
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, clip_obs=5.0, gamma=0.99)
     return EpisodeStats(venv)
+
+
+OBS_STATS = "obs_normalizer.pkl"
+
+
+def _normalizer(venv: VecEnv) -> VecNormalize | None:
+    while isinstance(venv, VecEnvWrapper):
+        if isinstance(venv, VecNormalize):
+            return venv
+        venv = venv.venv
+    return None
+
+
+def freeze_obs_stats(venv: VecEnv) -> None:
+    """Stop updating the observation filter (evaluation of policies trained behind it)."""
+    norm = _normalizer(venv)
+    if norm is not None:
+        norm.training = False
+
+
+def save_obs_stats(venv: VecEnv, folder: Path) -> None:
+    norm = _normalizer(venv)
+    if norm is not None:
+        norm.save(str(Path(folder) / OBS_STATS))
+
+
+def load_obs_stats(venv: VecEnv, folder: Path) -> None:
+    """Restore the observation filter saved with a checkpoint (when this env uses one)."""
+    norm, path = _normalizer(venv), Path(folder) / OBS_STATS
+    if norm is None:
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {folder} has no {OBS_STATS}, but env.normalize_obs is on: the "
+                                f"policies there were trained without that observation filter")
+    saved = VecNormalize.load(str(path), norm.venv)
+    norm.obs_rms, norm.clip_obs, norm.epsilon = saved.obs_rms, saved.clip_obs, saved.epsilon
 
 
 def sample_task(venv: VecEnv, rng: np.random.Generator) -> Any:
@@ -146,6 +189,7 @@ class MLSHLearner:
             model.save(folder / f"sub{k}.zip")
         if self.master is not None:
             self.master.save(folder / "master.zip")
+        save_obs_stats(self.env, folder)
 
     def load(self, folder: Path) -> None:
         """The sub-policies of a checkpoint (the master is per task and never restored)."""
@@ -158,6 +202,7 @@ class MLSHLearner:
             if not path.exists():
                 raise FileNotFoundError(f"checkpoint {folder} has no {path.name} (n_subpolicies={len(self.subs)})")
             _set_parameters(model, path)
+        load_obs_stats(self.env, folder)
 
 
 class SharedLearner:
@@ -186,12 +231,14 @@ class SharedLearner:
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save(folder / "policy.zip")
+        save_obs_stats(self.venv, folder)
 
     def load(self, folder: Path) -> None:
         path = folder / "policy.zip"
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {folder} has no policy.zip")
         _set_parameters(self.model, path)
+        load_obs_stats(self.venv, folder)
 
 
 class ScratchLearner(SharedLearner):

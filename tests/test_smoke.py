@@ -173,3 +173,25 @@ def test_init_from_loads_subpolicies_of_another_run_and_checks_the_fit(compose, 
     with pytest.raises(ValueError, match="has 2 sub-policies.*n_subpolicies=3"):
         meta_train(compose("schedule=smoke", "logger.mode=disabled", "n_subpolicies=3", f"init_from={smoke_run}"),
                    tmp_path / "k3", progress=False)
+
+
+def test_observation_filter_is_saved_with_checkpoints_and_restored(compose, tmp_path):
+    from mlsh.evaluate import transfer
+    from mlsh.learners import _normalizer
+    from mlsh.train import meta_train
+
+    cfg = compose("schedule=smoke", "logger.mode=disabled", "env.normalize_obs=true")
+    meta_train(cfg, tmp_path, progress=False)
+    ckpt = checkpoint.latest(tmp_path)
+    assert (ckpt / "obs_normalizer.pkl").exists()
+    learner = MLSHLearner(cfg, make_task_env(cfg, seed=5))
+    norm = _normalizer(learner.env)
+    assert norm.obs_rms.count < 1  # fresh filter
+    learner.load(ckpt)
+    # 800 primitive steps + 2 envs x 2 task resets, plus the 1e-4 SB3 starts the count at
+    assert norm.obs_rms.count == pytest.approx(804.0001)
+    assert transfer(cfg, ckpt, n_tasks=1, n_updates=1, seed=0)["n_tasks"] == 1
+    plain = compose("schedule=smoke", "logger.mode=disabled")
+    meta_train(plain, tmp_path / "plain", progress=False)
+    with pytest.raises(FileNotFoundError, match="has no obs_normalizer.pkl"):
+        learner.load(checkpoint.latest(tmp_path / "plain"))
