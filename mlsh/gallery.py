@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -40,6 +41,19 @@ def _caption(frame: np.ndarray, text: str, size: int) -> Image.Image:
     return image
 
 
+def _obs_filter(ckpt: Path):
+    """The run's observation filter (``env.normalize_obs``) as a function, identity if it had none."""
+    from mlsh.learners import OBS_STATS
+
+    path = ckpt / OBS_STATS
+    if not path.exists():
+        return lambda obs: obs
+    with open(path, "rb") as f:
+        norm = pickle.load(f)
+    norm.training = False
+    return norm.normalize_obs
+
+
 def policy_video(out: Path, size: int, steps: int, run_dir: Path | None, env_id: str) -> Path:
     """A GIF of one episode (at most ``steps`` steps)."""
     frames = []
@@ -66,12 +80,13 @@ def policy_video(out: Path, size: int, steps: int, run_dir: Path | None, env_id:
         subs = [PPO.load(ckpt / f"sub{k}.zip", device="cpu") for k in range(cfg.n_subpolicies)]
         master = PPO.load(ckpt / "master.zip", device="cpu")
         env = gym.make(cfg.env.id, render_mode="rgb_array", **cfg.env.get("kwargs", {}))
+        normalize = _obs_filter(ckpt)
         obs, _ = env.reset(seed=0, options={"task": state["task"]})
         k = 0
         for t in range(steps):
             if t % cfg.macro_duration == 0:
-                k = int(master.predict(obs, deterministic=False)[0])
-            action, _ = subs[k].predict(obs, deterministic=False)
+                k = int(master.predict(normalize(obs), deterministic=False)[0])
+            action, _ = subs[k].predict(normalize(obs), deterministic=False)
             obs, _, terminated, truncated, _ = env.step(action)
             frames.append(_caption(env.render(), f"task {state['task']}  sub-policy {k}  step {t}", size))
             if terminated or truncated:

@@ -195,3 +195,13 @@ def test_observation_filter_is_saved_with_checkpoints_and_restored(compose, tmp_
     meta_train(plain, tmp_path / "plain", progress=False)
     with pytest.raises(FileNotFoundError, match="has no obs_normalizer.pkl"):
         learner.load(checkpoint.latest(tmp_path / "plain"))
+
+
+def test_gallery_writes_stills_and_a_policy_gif(smoke_run, tmp_path):
+    run("-m", "mlsh.gallery", "--only", "Bandits", "--out", str(tmp_path), "--video-out", str(tmp_path),
+        "--run", str(smoke_run), "--steps", "12")
+    assert (tmp_path / "MovementBandits-v0.png").read_bytes()[:4] == b"\x89PNG"
+    from PIL import Image
+
+    gif = Image.open(tmp_path / "MovementBandits-v0_mlsh.gif")
+    assert gif.n_frames == 12
