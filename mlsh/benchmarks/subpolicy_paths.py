@@ -1,0 +1,89 @@
+"""Where does each sub-policy go? ``python -m mlsh.benchmarks.subpolicy_paths <run dir> [--episodes 5]``.
+
+For a MuJoCo run (ant or humanoid), each sub-policy of the latest checkpoint acts alone (the master forced to it)
+from the env's start for a whole episode; the root's (x, y) path is recorded (``data.qpos[:2]``). Prints each
+sub-policy's mean final position and heading, and draws the paths, one colour per sub-policy, into
+``<run dir>/subpolicy_paths.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+
+from mlsh import checkpoint  # noqa: E402
+from mlsh.evaluate import load_run_config  # noqa: E402
+from mlsh.gallery import _obs_filter  # noqa: E402
+
+
+def paths(run_dir: Path, episodes: int, max_steps: int | None = None) -> dict[int, list[np.ndarray]]:
+    cfg = load_run_config(run_dir)
+    ckpt = checkpoint.latest(run_dir)
+    normalize = _obs_filter(ckpt)
+    env = gym.make(cfg.env.id, **cfg.env.get("kwargs", {}))
+    state = checkpoint.read_state(ckpt)
+    out: dict[int, list[np.ndarray]] = {}
+    for k in range(cfg.n_subpolicies):
+        sub = PPO.load(ckpt / f"sub{k}.zip", device="cpu")
+        out[k] = []
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=1000 * k + ep, options={"task": state.get("task", 0)})
+            xy = [env.unwrapped.data.qpos[:2].copy()]
+            for _ in range(max_steps or 10**9):
+                action, _ = sub.predict(normalize(obs), deterministic=False)
+                obs, _, terminated, truncated, _ = env.step(action)
+                xy.append(env.unwrapped.data.qpos[:2].copy())
+                if terminated or truncated:
+                    break
+            out[k].append(np.asarray(xy))
+    env.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.subpolicy_paths",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--episodes", type=int, default=5)
+    parser.add_argument("--max-steps", type=int, default=None, help="cut episodes shorter than the env's limit")
+    args = parser.parse_args(argv)
+    result = paths(args.run_dir, args.episodes, args.max_steps)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for k, runs in result.items():
+        ends = np.array([p[-1] - p[0] for p in runs])
+        mean = ends.mean(axis=0)
+        heading = math.degrees(math.atan2(mean[1], mean[0]))
+        print(f"sub-policy {k}: mean displacement ({mean[0]:+.2f}, {mean[1]:+.2f}), "
+              f"distance {np.linalg.norm(mean):.2f}, heading {heading:+.0f} deg, per-episode distance "
+              + " ".join(f"{np.linalg.norm(e):.2f}" for e in ends))
+        for i, p in enumerate(runs):
+            ax.plot(p[:, 0], p[:, 1], color=f"C{k}", alpha=0.7, label=f"sub-policy {k}" if i == 0 else None)
+    ax.plot([0], [0], "k+")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(f"root path per sub-policy ({args.run_dir.name})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = args.run_dir / "subpolicy_paths.png"
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
