@@ -28,8 +28,10 @@ def setup_torch(cfg: DictConfig) -> None:
     set_random_seed(cfg.seed)
 
 
-def _restore(run_dir: Path, learner, rng: np.random.Generator) -> tuple[int, int, list[float]]:
-    """Load the latest checkpoint; drop the metrics logged after it. Returns (next task, global step, finals)."""
+def _restore(run_dir: Path, learner, rng: np.random.Generator) -> tuple[int, int, list[float], float]:
+    """Load the latest checkpoint; drop the metrics logged after it.
+
+    Returns (next task, global step, final returns so far, minutes so far)."""
     ckpt = checkpoint.latest(run_dir)
     state = checkpoint.read_state(ckpt)
     learner.load(ckpt)
@@ -40,7 +42,8 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator) -> tuple[int, int
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(run_dir / "metrics.jsonl")
     finals = [r["task/final_return"] for r in rows if "task/final_return" in r]
-    return int(state["task_index"]) + 1, step, finals
+    minutes = max((r["time_minutes"] for r in rows if "time_minutes" in r), default=0.0)
+    return int(state["task_index"]) + 1, step, finals, minutes
 
 
 def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progress: bool = True,
@@ -59,7 +62,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     warmup = sched.warmup_iters if cfg.algo.name == "mlsh" else 0
     if cfg.get("init_from") and not resume:
         learner.load(checkpoint.resolve(cfg.init_from))
-    first_task, step, final_returns = _restore(run_dir, learner, rng) if resume else (0, 0, [])
+    first_task, step, final_returns, minutes_before = _restore(run_dir, learner, rng) if resume else (0, 0, [], 0.0)
     logger = RunLogger(run_dir, cfg, group=group, job_type=cfg.algo.name, name=run_dir.name, resume=resume)
     start, start_step = time.perf_counter(), step
     bar = tqdm(total=sched.n_tasks * iters_per_task, initial=first_task * iters_per_task, unit="it",
@@ -82,7 +85,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                     "task": task,
                     "phase_joint": int(it >= warmup),
                     "steps_per_second": sched.rollout_steps / (time.perf_counter() - t0),
-                    "time_minutes": (time.perf_counter() - start) / 60,
+                    "time_minutes": minutes_before + (time.perf_counter() - start) / 60,
                 })
                 logger.log(metrics, step)
                 bar.update(1)
