@@ -144,6 +144,8 @@ def test_resume_continues_from_the_last_checkpoint_without_duplicate_metrics(com
     rows = read_metrics(tmp_path)
     iters = [r["global_step"] for r in rows if "episode_return" in r]
     assert iters == [200 * i for i in range(1, 9)]
+    minutes = [r["time_minutes"] for r in rows if "time_minutes" in r]
+    assert minutes == sorted(minutes)  # the time axis continues, it does not restart at 0
     assert [r["task/index"] for r in rows if "task/final_return" in r] == [0, 1, 2, 3]
     assert summary["global_step"] == 1600
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)][-1] == "task_00003"
