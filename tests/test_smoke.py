@@ -207,3 +207,14 @@ def test_gallery_writes_stills_and_a_policy_gif(smoke_run, tmp_path):
 
     gif = Image.open(tmp_path / "MovementBandits-v0_mlsh.gif")
     assert gif.n_frames == 12
+
+
+def test_transfer_benchmark_runs_end_to_end_and_prints_the_table(tmp_path):
+    proc = run("-m", "mlsh.benchmarks.transfer", "--env", "four_rooms", "--seed", "0", "--out", str(tmp_path),
+               "--minutes", "0.01", "--tasks", "1", "--updates", "1", "schedule.rollout_steps=400",
+               "schedule.n_envs=4", "schedule.warmup_iters=1", "schedule.joint_iters=1")
+    summary = json.loads((tmp_path / "seed0" / "summary.json").read_text())
+    assert set(summary["final"]) == {"mlsh", "shared", "scratch"}
+    assert summary["oracle"] > 10  # FourRooms has an oracle that walks to the goal
+    assert summary["training"]["shared"]["steps"] == summary["training"]["mlsh"]["steps"]  # same budget
+    assert "four_rooms transfer" in proc.stdout and (tmp_path / "seed0" / "transfer.png").exists()
