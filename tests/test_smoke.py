@@ -218,3 +218,12 @@ def test_transfer_benchmark_runs_end_to_end_and_prints_the_table(tmp_path):
     assert summary["oracle"] > 10  # FourRooms has an oracle that walks to the goal
     assert summary["training"]["shared"]["steps"] == summary["training"]["mlsh"]["steps"]  # same budget
     assert "four_rooms transfer" in proc.stdout and (tmp_path / "seed0" / "transfer.png").exists()
+
+
+def test_subpolicy_paths_of_an_ant_run(tmp_path):
+    run_dir = tmp_path / "ant"
+    run("run.py", "env=ant_two_walk", "schedule=smoke", "schedule.rollout_steps=400", "logger.mode=disabled",
+        "progress_bar=false", f"hydra.run.dir={run_dir}")
+    proc = run("-m", "mlsh.benchmarks.subpolicy_paths", str(run_dir), "--episodes", "1", "--max-steps", "20")
+    assert proc.stdout.count("sub-policy ") == 2 and "heading" in proc.stdout
+    assert (run_dir / "subpolicy_paths.png").read_bytes()[:4] == b"\x89PNG"
