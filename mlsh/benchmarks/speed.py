@@ -65,12 +65,12 @@ def main() -> None:
     s = cfg.schedule
     print(f"\nMovementBandits, n_envs {s.n_envs}, rollout {s.rollout_steps}, 2x64 MLPs, {args.steps:,} steps per run, "
           f"best of {args.repeats}, torch threads 1")
-    print(f"{'run':<38} {'steps/s':>9} {'vs PPO':>7}")
+    print(f"{'run':<42} {'steps/s':>9} {'vs PPO':>7}")
     rows = [("plain SB3 PPO.learn", best["ppo"]),
             (f"MLSH, paper schedule (W={s.warmup_iters}, U={s.joint_iters})", best["mlsh"]),
             ("MLSH, sub-policies every iter (W=0, U=10)", best["mlsh_every"])]
     for name, value in rows:
-        print(f"{name:<38} {value:>9,.0f} {value / best['ppo']:>7.2f}")
+        print(f"{name:<42} {value:>9,.0f} {value / best['ppo']:>7.2f}")
 
 
 if __name__ == "__main__":
