@@ -14,9 +14,9 @@ from tests.helpers import GoalSeekingPolicy
 def test_fresh_master_learns_to_pick_the_subpolicy_that_solves_the_task(compose, task):
     """With two scripted sub-policies (walk to goal 0, walk to goal 1) a fresh master must commit to the right
     one within a few updates: the master level of MLSH, end to end through SB3's collect and train."""
-    import torch as th
+    from stable_baselines3.common.utils import set_random_seed
 
-    th.manual_seed(task)
+    set_random_seed(task)  # torch (master sampling) and numpy (SB3's minibatch shuffling): independent of test order
     cfg = compose("seed=0")
     venv = make_task_env(cfg, seed=task)
     env = SubPolicySelectionVecEnv(venv, [GoalSeekingPolicy(0), GoalSeekingPolicy(1)], cfg.macro_duration)
