@@ -65,3 +65,21 @@ class GoalSeekingPolicy(th.nn.Module):
 
     def predict_values(self, obs):
         return th.zeros(obs.shape[0], 1)
+
+
+def smoke_iterations(run_dir, *overrides: str) -> list[dict]:
+    """Run ``run.py`` with the smoke schedule (W&B off) into ``run_dir``; return the per-iteration metrics rows."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "run.py", "schedule=smoke", "logger.mode=disabled", "progress_bar=false",
+         f"hydra.run.dir={run_dir}", *overrides],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "episode_return" in r]

@@ -2,10 +2,6 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
@@ -21,8 +17,8 @@ from envs.ant import (  # noqa: E402
     AntObstacleEnv,
     AntTwoWalkEnv,
 )
+from tests.helpers import smoke_iterations  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 ENVS = [  # class, registered id, time limit, config name
     (AntTwoWalkEnv, "mlsh/AntTwoWalk-v0", 1000, "ant_two_walk"),
     (AntMazeEnv, "mlsh/AntMaze-v0", 1000, "ant_maze"),
@@ -311,11 +307,5 @@ def test_renders_rgb_frame(cls):
 # -- MLSH smoke run ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", [e[3] for e in ENVS])
 def test_mlsh_smoke_run(name, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "run.py", f"env={name}", "schedule=smoke", "logger.mode=disabled", "progress_bar=false",
-         "schedule.rollout_steps=400", f"hydra.run.dir={tmp_path}/run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=170,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len([r for r in rows if "episode_return" in r]) == 4  # 2 tasks x (1 warmup + 1 joint)
+    iters = smoke_iterations(tmp_path / "run", f"env={name}", "schedule.rollout_steps=400")
+    assert [r["global_step"] for r in iters] == [400, 800, 1200, 1600]  # 2 tasks x (1 warmup + 1 joint)

@@ -1,8 +1,4 @@
-import json
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -21,8 +17,8 @@ from envs.four_rooms import (
     goal_distances,
     oracle_action,
 )
+from tests.helpers import smoke_iterations
 
-ROOT = Path(__file__).resolve().parent.parent
 UP, DOWN, LEFT, RIGHT = range(4)
 OFFSETS = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}
 
@@ -253,15 +249,6 @@ def test_renders_rgb_frame():
 
 
 def test_trainer_runs_on_four_rooms(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "run.py", "env=four_rooms", "schedule=smoke", "logger.mode=disabled", "progress_bar=false",
-         f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert (run_dir / "metrics.jsonl").exists()
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    iters = [r for r in rows if "episode_return" in r]
+    iters = smoke_iterations(tmp_path / "run", "env=four_rooms")
     assert [r["global_step"] for r in iters] == [200, 400, 600, 800]  # 2 tasks x (1 warmup + 1 joint)
     assert all(0 <= r["task"] < 104 and "master/share_sub3" in r for r in iters)  # K = 4, goal-cell tasks

@@ -2,9 +2,6 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
@@ -13,8 +10,8 @@ from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 import envs  # noqa: E402, F401
 from envs.humanoid import CRAWL, HUMANOID_XML, WALK, HumanoidCourseEnv, HumanoidWalkCrawlEnv  # noqa: E402
+from tests.helpers import smoke_iterations  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 IDS = {HumanoidWalkCrawlEnv: "mlsh/HumanoidWalkCrawl-v0", HumanoidCourseEnv: "mlsh/HumanoidCourse-v0"}
 EVERY_TASK = [(HumanoidWalkCrawlEnv, CRAWL), (HumanoidWalkCrawlEnv, WALK), (HumanoidCourseEnv, 0)]
 
@@ -249,11 +246,5 @@ def test_renders_rgb_frame(cls, task):
 
 @pytest.mark.parametrize("name", ["humanoid_walk_crawl", "humanoid_course"])
 def test_mlsh_smoke_run(name, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "run.py", f"env={name}", "schedule=smoke", "logger.mode=disabled", "progress_bar=false",
-         "schedule.rollout_steps=400", f"hydra.run.dir={tmp_path}/run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=170,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(rows) >= 4 and '"global_step": 1600' in "".join(rows)
+    iters = smoke_iterations(tmp_path / "run", f"env={name}", "schedule.rollout_steps=400")
+    assert [r["global_step"] for r in iters] == [400, 800, 1200, 1600]  # 2 tasks x (1 warmup + 1 joint)

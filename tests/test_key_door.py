@@ -1,8 +1,4 @@
-import json
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -11,8 +7,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401
 from envs.key_door import KeyDoorEnv, oracle_action
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import smoke_iterations
 
 
 def test_check_env_passes():
@@ -155,15 +150,6 @@ def test_renders_rgb_frame():
 
 
 def test_trainer_runs_on_key_door(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "run.py", "env=key_door", "schedule=smoke", "logger.mode=disabled", "progress_bar=false",
-         f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert (run_dir / "metrics.jsonl").exists()
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    iters = [r for r in rows if "episode_return" in r]
+    iters = smoke_iterations(tmp_path / "run", "env=key_door")
     assert [r["global_step"] for r in iters] == [200, 400, 600, 800]  # 2 tasks x (1 warmup + 1 joint)
     assert all(r["task"] in (0, 1) and "master/share_sub1" in r for r in iters)
