@@ -41,6 +41,8 @@ def validate(cfg: DictConfig) -> None:
     u = _int(cfg, "schedule.joint_iters", 0)
     if w + u < 1:
         raise ConfigError("schedule.warmup_iters + schedule.joint_iters must be >= 1")
+    if "n_groups" in cfg.schedule:  # run folders from before task groups have none: one group
+        _int(cfg, "schedule.n_groups", 1)
     n_envs = _int(cfg, "schedule.n_envs", 1)
     d = _int(cfg, "schedule.rollout_steps", 1)
     if d % n_envs:

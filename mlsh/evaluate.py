@@ -42,6 +42,7 @@ def transfer(cfg: DictConfig, ckpt: Path | None, n_tasks: int, n_updates: int, s
     """Run the protocol; ``ckpt`` is None only for the scratch baseline, which needs no checkpoint."""
     cfg = cfg.copy()
     cfg.seed = seed
+    OmegaConf.update(cfg, "schedule.n_groups", 1, force_add=True)  # one held-out task at a time
     setup_torch(cfg)
     venv = make_task_env(cfg, seed=EVAL_ENV_SEED_OFFSET + seed * 1000)
     learner = make_learner(cfg, venv)

@@ -78,17 +78,20 @@ def policy_video(out: Path, size: int, steps: int, run_dir: Path | None, env_id:
         ckpt = checkpoint.latest(run_dir)
         state = checkpoint.read_state(ckpt)
         subs = [PPO.load(ckpt / f"sub{k}.zip", device="cpu") for k in range(cfg.n_subpolicies)]
-        master = PPO.load(ckpt / "master.zip", device="cpu")
+        # the first group's master and task (older checkpoints of one group: master.zip and "task")
+        master = PPO.load(ckpt / ("master_g0.zip" if (ckpt / "master_g0.zip").exists() else "master.zip"),
+                          device="cpu")
+        task = state["groups"][0]["task"] if "groups" in state else state["task"]
         env = gym.make(cfg.env.id, render_mode="rgb_array", **cfg.env.get("kwargs", {}))
         normalize = _obs_filter(ckpt)
-        obs, _ = env.reset(seed=0, options={"task": state["task"]})
+        obs, _ = env.reset(seed=0, options={"task": task})
         k = 0
         for t in range(steps):
             if t % cfg.macro_duration == 0:
                 k = int(master.predict(normalize(obs), deterministic=False)[0])
             action, _ = subs[k].predict(normalize(obs), deterministic=False)
             obs, _, terminated, truncated, _ = env.step(action)
-            frames.append(_caption(env.render(), f"task {state['task']}  sub-policy {k}  step {t}", size))
+            frames.append(_caption(env.render(), f"task {task}  sub-policy {k}  step {t}", size))
             if terminated or truncated:
                 break
         name = cfg.env.id.split("/")[-1] + "_mlsh"

@@ -1,13 +1,16 @@
 """The three learners that the meta-training loop drives: MLSH and the paper's two baselines.
 
-Each learner exposes the same three calls: ``start_task(task)`` (set the task on the envs and reset them),
-``iterate(joint)`` (collect one rollout of ``schedule.rollout_steps`` primitive steps, then update) and
-``save(folder)`` / ``load(folder)``. Episode returns are read from the ``EpisodeStats`` wrapper by the loop.
+Each learner serves ``schedule.n_groups`` task groups (``mlsh.groups``) and exposes the same calls:
+``start_task(task, group)`` (set the group's task on its envs and reset them), ``iterate(joint)`` (every group
+collects one rollout of ``schedule.rollout_steps`` primitive steps, then the updates; ``joint[g]`` says whether
+group g is in its joint phase) and ``save(folder)`` / ``load(folder)``. ``iterate`` returns the metrics shared by
+all groups and one dict per group. Episode returns are read from the ``EpisodeStats`` wrapper by the loop.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
 import envs  # noqa: F401  (registers mlsh/* envs)
 from mlsh import sb3_adapter
+from mlsh.groups import EpisodeStats, GroupView, TaskVecEnv, TaskVecNormalize, group_slices
 from mlsh.master import MasterPolicy
 from mlsh.selection import SubPolicySelectionVecEnv
 from mlsh.subpolicies import SubPolicyLearner
@@ -28,49 +32,20 @@ from mlsh.subpolicies import SubPolicyLearner
 warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
 
 
-class EpisodeStats(VecEnvWrapper):
-    """Records the return and length of every episode that finishes; ``pop()`` hands them over."""
+def make_task_env(cfg: DictConfig, seed: int, n_groups: int | None = None) -> EpisodeStats:
+    """The envs of every task group (``schedule.n_envs`` per group, ``n_groups`` groups, default
+    ``schedule.n_groups``) in one ``VecEnv``, seeded ``seed``, ``seed + 1``, ...
 
-    def __init__(self, venv: VecEnv):
-        super().__init__(venv)
-        self._running = np.zeros(self.num_envs)
-        self._lengths = np.zeros(self.num_envs, dtype=np.int64)
-        self.returns: list[float] = []
-        self.lengths: list[int] = []
-
-    def reset(self):
-        self._running[:] = 0
-        self._lengths[:] = 0
-        return self.venv.reset()
-
-    def step_wait(self):
-        obs, rewards, dones, infos = self.venv.step_wait()
-        self._running += rewards
-        self._lengths += 1
-        for i in np.flatnonzero(dones):
-            self.returns.append(float(self._running[i]))
-            self.lengths.append(int(self._lengths[i]))
-            self._running[i] = 0
-            self._lengths[i] = 0
-        return obs, rewards, dones, infos
-
-    def pop(self) -> list[float]:
-        returns, self.returns, self.lengths = self.returns, [], []
-        return returns
-
-
-def make_task_env(cfg: DictConfig, seed: int) -> EpisodeStats:
-    """``schedule.n_envs`` copies of the env in one ``DummyVecEnv``, seeded ``seed``, ``seed + 1``, ...
-
-    With ``env.normalize_obs``, observations go through a running mean/std filter shared by every policy (SB3's
-    ``VecNormalize``, clipped to +-5 as the original's filter; rewards untouched). Its statistics are kept across
-    tasks and saved with every checkpoint.
+    With ``env.normalize_obs``, observations go through a running mean/std filter shared by every policy of every
+    group (SB3's ``VecNormalize``, clipped to +-5 as the original's filter; rewards untouched). Its statistics are
+    kept across tasks and saved with every checkpoint.
     """
+    n_groups = cfg.schedule.get("n_groups", 1) if n_groups is None else n_groups
     kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True) if cfg.env.get("kwargs") else {}
-    venv = make_vec_env(cfg.env.id, n_envs=cfg.schedule.n_envs, seed=seed, env_kwargs=kwargs,
-                        vec_env_cls=DummyVecEnv)
+    venv = make_vec_env(cfg.env.id, n_envs=cfg.schedule.n_envs * n_groups, seed=seed, env_kwargs=kwargs,
+                        vec_env_cls=TaskVecEnv)
     if cfg.env.get("normalize_obs", False):
-        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, clip_obs=5.0, gamma=0.99)
+        venv = TaskVecNormalize(venv, norm_obs=True, norm_reward=False, clip_obs=5.0, gamma=0.99)
     return EpisodeStats(venv)
 
 
@@ -142,57 +117,85 @@ def _set_parameters(model: PPO, path: Path) -> None:
                          f"({model.observation_space}, {model.action_space}): {str(err).splitlines()[0]}") from err
 
 
-def _start(env: VecEnv, task: Any) -> np.ndarray:
-    env.set_options({"task": task})
-    return env.reset()
+def _joint_flags(joint: bool | Sequence[bool], n_groups: int) -> list[bool]:
+    flags = [bool(joint)] * n_groups if isinstance(joint, bool | np.bool_) else [bool(j) for j in joint]
+    if len(flags) != n_groups:
+        raise ValueError(f"joint has {len(flags)} flags for {n_groups} task groups")
+    return flags
 
 
-class MLSHLearner:
-    """K shared sub-policies, a selection wrapper, and a master rebuilt with fresh weights for each task."""
+class _Groups:
+    """The task-group layout that every learner shares: ``n_groups`` slices of ``n_envs`` envs of ``venv``."""
 
     def __init__(self, cfg: DictConfig, venv: VecEnv):
+        self.n_groups = int(cfg.schedule.get("n_groups", 1))
+        if venv.num_envs % self.n_groups:
+            raise ValueError(f"{venv.num_envs} envs cannot be split into {self.n_groups} task groups")
+        self.group_envs = venv.num_envs // self.n_groups
+        self.slices = group_slices(self.n_groups, self.group_envs)
+        self.indices = [np.arange(s.start, s.stop) for s in self.slices]
+        self.per_env = cfg.schedule.rollout_steps // self.group_envs
+
+
+class MLSHLearner(_Groups):
+    """K shared sub-policies, one selection wrapper over every group's envs, and one master per group, rebuilt with
+    fresh weights for each of its tasks."""
+
+    def __init__(self, cfg: DictConfig, venv: VecEnv):
+        super().__init__(cfg, venv)
         self.cfg = cfg
-        self.n_envs = venv.num_envs
-        per_env = cfg.schedule.rollout_steps // self.n_envs
-        self.macro_steps = per_env // cfg.macro_duration
+        self.macro_steps = self.per_env // cfg.macro_duration
         sub = cfg.algo.subpolicy
-        self.subs = [build_ppo(sub, venv, per_env, rollout_buffer_class=sb3_adapter.VariableRolloutBuffer)
+        self.subs = [build_ppo(sub, venv, self.per_env, rollout_buffer_class=sb3_adapter.VariableRolloutBuffer)
                      for _ in range(cfg.n_subpolicies)]
         self.sub_learner = SubPolicyLearner(self.subs, sub.ppo.gamma, sub.ppo.gae_lambda, sub.advantage_norm)
         self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma)
-        self.master: PPO | None = None
+        self.masters: list[PPO | None] = [None] * self.n_groups
 
-    def start_task(self, task: Any) -> None:
-        first_obs = _start(self.env, task)
+    @property
+    def master(self) -> PPO | None:
+        """The master of the first group (the only one when ``n_groups`` is 1)."""
+        return self.masters[0]
+
+    def start_task(self, task: Any, group: int = 0) -> None:
+        first_obs = self.env.reset_envs(self.indices[group], {"task": task})
         m = self.cfg.algo.master
-        self.master = build_ppo(m, self.env, self.macro_steps, policy=MasterPolicy,
-                                policy_kwargs={"random_pick_prob": m.random_pick_prob})
-        sb3_adapter.begin_collection(self.master, first_obs)
+        self.masters[group] = master = build_ppo(m, GroupView(self.env, self.indices[group]), self.macro_steps,
+                                                 policy=MasterPolicy,
+                                                 policy_kwargs={"random_pick_prob": m.random_pick_prob})
+        sb3_adapter.begin_collection(master, first_obs)
 
-    def iterate(self, joint: bool) -> dict[str, float]:
-        assert self.master is not None, "start_task() first"
+    def iterate(self, joint: bool | Sequence[bool]) -> tuple[dict[str, float], list[dict[str, float]]]:
+        joint = _joint_flags(joint, self.n_groups)
+        if any(m is None for m in self.masters):
+            raise RuntimeError("start_task() for every group first")
         self.env.choice_counts[:] = 0
-        sb3_adapter.collect(self.master, self.macro_steps)
+        sb3_adapter.collect_groups(self.masters, self.env, self.slices, self.macro_steps)
         traj = self.env.pop_trajectory()
-        shares = self.env.choice_counts / max(1, self.env.choice_counts.sum())
-        metrics = {f"master/share_sub{k}": float(s) for k, s in enumerate(shares)}
-        records = sb3_adapter.train(self.master)
-        metrics.update({f"master/{k.removeprefix('train/')}": v for k, v in records.items()})
-        metrics["master/entropy"] = -float(records["train/entropy_loss"])
-        if joint:
-            metrics.update(self.sub_learner.train(traj))
-        return metrics
+        per_group = []
+        for master, sl in zip(self.masters, self.slices, strict=True):
+            counts = self.env.choice_counts[sl].sum(axis=0)
+            metrics = {f"master/share_sub{k}": float(s) for k, s in enumerate(counts / max(1, counts.sum()))}
+            records = sb3_adapter.train(master)
+            metrics.update({f"master/{k.removeprefix('train/')}": v for k, v in records.items()})
+            metrics["master/entropy"] = -float(records["train/entropy_loss"])
+            per_group.append(metrics)
+        shared: dict[str, float] = {}
+        if any(joint):
+            shared = self.sub_learner.train(traj, [idx for idx, j in zip(self.indices, joint, strict=True) if j])
+        return shared, per_group
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for k, model in enumerate(self.subs):
             model.save(folder / f"sub{k}.zip")
-        if self.master is not None:
-            self.master.save(folder / "master.zip")
+        for g, master in enumerate(self.masters):
+            if master is not None:
+                master.save(folder / f"master_g{g}.zip")
         save_obs_stats(self.env, folder)
 
     def load(self, folder: Path) -> None:
-        """The sub-policies of a checkpoint (the master is per task and never restored)."""
+        """The sub-policies (and observation filter) of a checkpoint; the masters are per task (``load_masters``)."""
         found = len(list(Path(folder).glob("sub*.zip")))
         if found != len(self.subs):
             raise ValueError(f"checkpoint {folder} has {found} sub-policies (sub*.zip), the config asks for "
@@ -204,29 +207,38 @@ class MLSHLearner:
             _set_parameters(model, path)
         load_obs_stats(self.env, folder)
 
+    def load_masters(self, folder: Path, groups: Sequence[int]) -> None:
+        """Each of ``groups``' master weights from a checkpoint (after ``start_task`` built them): resume mid-task."""
+        for g in groups:
+            path = Path(folder) / f"master_g{g}.zip"
+            if not path.exists():
+                raise FileNotFoundError(f"checkpoint {folder} has no {path.name} (schedule.n_groups changed?)")
+            _set_parameters(self.masters[g], path)
 
-class SharedLearner:
-    """The shared-policy baseline: one PPO policy trained across all tasks (never reset)."""
 
-    fresh_per_task = False
+class SharedLearner(_Groups):
+    """The shared-policy baseline: one PPO policy trained across all tasks of all groups (never reset)."""
 
     def __init__(self, cfg: DictConfig, venv: VecEnv):
+        super().__init__(cfg, venv)
         self.cfg, self.venv = cfg, venv
-        self.per_env = cfg.schedule.rollout_steps // venv.num_envs
-        self.model = self._build()
+        self.model = build_ppo(cfg.algo.policy, venv, self.per_env)
+        sb3_adapter.begin_collection(self.model, np.zeros((venv.num_envs, *venv.observation_space.shape),
+                                                          dtype=venv.observation_space.dtype))
 
-    def _build(self) -> PPO:
-        return build_ppo(self.cfg.algo.policy, self.venv, self.per_env)
+    @property
+    def models(self) -> list[PPO]:
+        return [self.model]
 
-    def start_task(self, task: Any) -> None:
-        first_obs = _start(self.venv, task)
-        if self.fresh_per_task:
-            self.model = self._build()
-        sb3_adapter.begin_collection(self.model, first_obs)
+    def start_task(self, task: Any, group: int = 0) -> None:
+        first_obs = self.venv.reset_envs(self.indices[group], {"task": task})
+        sb3_adapter.reset_some(self.model, self.indices[group], first_obs)
 
-    def iterate(self, joint: bool) -> dict[str, float]:
-        sb3_adapter.collect(self.model, self.per_env)
-        return {f"policy/{k.removeprefix('train/')}": v for k, v in sb3_adapter.train(self.model).items()}
+    def iterate(self, joint: bool | Sequence[bool]) -> tuple[dict[str, float], list[dict[str, float]]]:
+        _joint_flags(joint, self.n_groups)
+        sb3_adapter.collect_groups([self.model], self.venv, [slice(None)], self.per_env)
+        records = sb3_adapter.train(self.model)
+        return {f"policy/{k.removeprefix('train/')}": v for k, v in records.items()}, [{}] * self.n_groups
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -240,11 +252,50 @@ class SharedLearner:
         _set_parameters(self.model, path)
         load_obs_stats(self.venv, folder)
 
+    def load_masters(self, folder: Path, groups: Sequence[int]) -> None:
+        """Nothing is per task."""
 
-class ScratchLearner(SharedLearner):
-    """The single-policy-from-scratch baseline: a fresh PPO policy for every task."""
 
-    fresh_per_task = True
+class ScratchLearner(_Groups):
+    """The single-policy-from-scratch baseline: a fresh PPO policy for every task of every group."""
+
+    def __init__(self, cfg: DictConfig, venv: VecEnv):
+        super().__init__(cfg, venv)
+        self.cfg, self.venv = cfg, venv
+        self.models: list[PPO | None] = [None] * self.n_groups
+
+    def start_task(self, task: Any, group: int = 0) -> None:
+        first_obs = self.venv.reset_envs(self.indices[group], {"task": task})
+        self.models[group] = model = build_ppo(self.cfg.algo.policy, GroupView(self.venv, self.indices[group]),
+                                               self.per_env)
+        sb3_adapter.begin_collection(model, first_obs)
+
+    def iterate(self, joint: bool | Sequence[bool]) -> tuple[dict[str, float], list[dict[str, float]]]:
+        _joint_flags(joint, self.n_groups)
+        if any(m is None for m in self.models):
+            raise RuntimeError("start_task() for every group first")
+        sb3_adapter.collect_groups(self.models, self.venv, self.slices, self.per_env)
+        per_group = [{f"policy/{k.removeprefix('train/')}": v for k, v in sb3_adapter.train(m).items()}
+                     for m in self.models]
+        return {}, per_group
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for g, model in enumerate(self.models):
+            if model is not None:
+                model.save(folder / ("policy.zip" if g == 0 else f"policy_g{g}.zip"))
+        save_obs_stats(self.venv, folder)
+
+    def load(self, folder: Path) -> None:
+        """Only the observation filter: a policy from scratch starts from nothing."""
+        load_obs_stats(self.venv, folder)
+
+    def load_masters(self, folder: Path, groups: Sequence[int]) -> None:
+        for g in groups:
+            path = Path(folder) / ("policy.zip" if g == 0 else f"policy_g{g}.zip")
+            if not path.exists():
+                raise FileNotFoundError(f"checkpoint {folder} has no {path.name} (schedule.n_groups changed?)")
+            _set_parameters(self.models[g], path)
 
 
 LEARNERS = {"mlsh": MLSHLearner, "shared": SharedLearner, "scratch": ScratchLearner}

@@ -8,6 +8,7 @@ That needs a handful of private attributes, named once below.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,13 +18,27 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.type_aliases import RolloutBufferSamples
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
 
 # SB3 validates distribution arguments on every forward pass; the checks cost a noticeable share of inference.
 th.distributions.Distribution.set_default_validate_args(False)
 
 
 class VariableRolloutBuffer(RolloutBuffer):
-    """A ``RolloutBuffer`` that ``PPO.train()`` can consume for a batch of any length, filled by ``load``."""
+    """A ``RolloutBuffer`` that ``PPO.train()`` can consume for a batch of any length, filled by ``load``.
+
+    The batch may hold the data of several task groups (``group_sizes``, in order). Then every minibatch holds the
+    same number of samples from each group, so that its mean loss is the mean of the groups' mean losses and its
+    gradient the mean of the groups' gradients (each group weighs the same, whatever its size: the original's
+    MPI-Adam over the workers that contribute). Each group's indices are a stream of fresh permutations of its
+    samples, as long as the largest group's (a small group's samples recur within an epoch); minibatch j takes
+    positions ``j * batch_size ... (j + 1) * batch_size - 1`` of every stream, the last one shorter. With one
+    group this is SB3's own ``get``, draw for draw.
+    """
+
+    group_sizes: list[int] | None = None
 
     def load(
         self,
@@ -33,10 +48,14 @@ class VariableRolloutBuffer(RolloutBuffer):
         log_probs: np.ndarray,
         advantages: np.ndarray,
         returns: np.ndarray,
+        group_sizes: Sequence[int] | None = None,
     ) -> None:
         n = len(observations)
         if n == 0:
             raise ValueError("cannot train on an empty batch")
+        if group_sizes is not None and (sum(group_sizes) != n or min(group_sizes) < 1):
+            raise ValueError(f"group_sizes {list(group_sizes)} must be positive and sum to the batch size {n}")
+        self.group_sizes = None if group_sizes is None or len(group_sizes) == 1 else [int(g) for g in group_sizes]
         self.buffer_size, self.n_envs = n, 1
         self.observations = np.asarray(observations, dtype=self.observation_space.dtype).reshape(n, 1, *self.obs_shape)
         self.actions = np.asarray(actions, dtype=self.action_space.dtype).reshape(n, 1, self.action_dim)
@@ -49,6 +68,24 @@ class VariableRolloutBuffer(RolloutBuffer):
         self.pos, self.full = n, True
         # Left True, get() would silently reuse the previously flattened arrays.
         self.generator_ready = False
+
+    def get(self, batch_size: int | None = None) -> Generator[RolloutBufferSamples, None, None]:
+        if self.group_sizes is None:
+            yield from super().get(batch_size)
+            return
+        streams, start = [], 0
+        longest = max(self.group_sizes)
+        for size in self.group_sizes:
+            perms = [np.random.permutation(size) for _ in range(-(-longest // size))]
+            streams.append(start + np.concatenate(perms)[:longest])
+            start += size
+        if not self.generator_ready:
+            for name in ("observations", "actions", "values", "log_probs", "advantages", "returns"):
+                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
+            self.generator_ready = True
+        batch_size = batch_size or longest
+        for pos in range(0, longest, batch_size):
+            yield self._get_samples(np.concatenate([s[pos:pos + batch_size] for s in streams]))
 
 
 class _NoCallback(BaseCallback):
@@ -85,13 +122,64 @@ def collect(model: PPO, n_steps: int) -> None:
     model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=n_steps)
 
 
+def collect_groups(models: Sequence[PPO], env: VecEnv, slices: Sequence[slice], n_steps: int) -> None:
+    """SB3's ``collect_rollouts`` for several models acting together on one ``VecEnv``: model i acts on the envs
+    ``slices[i]`` (its ``_last_obs`` holds their observations) and its rollout buffer gets their transitions.
+
+    One ``env.step`` per step serves every model, after each model's forward on its own envs. The operations of
+    ``collect_rollouts`` (forward, action clipping, step, timeout bootstrap, ``add``, last values, GAE) happen in
+    the same order, so one model on the whole env draws the same random numbers and fills the same buffer.
+    """
+    for model in models:
+        if model._last_obs is None:
+            raise RuntimeError("begin_collection() before collect_groups()")
+        model.policy.set_training_mode(False)
+        model.rollout_buffer.reset()
+    for _ in range(n_steps):
+        taken = []
+        for model in models:
+            with th.no_grad():
+                actions, values, log_probs = model.policy(obs_as_tensor(model._last_obs, model.device))
+            taken.append((actions.cpu().numpy(), values, log_probs))
+        clipped = [np.clip(a, m.action_space.low, m.action_space.high) if isinstance(m.action_space, spaces.Box)
+                   else a for m, (a, _, _) in zip(models, taken, strict=True)]
+        new_obs, rewards, dones, infos = env.step(clipped[0] if len(models) == 1 else np.concatenate(clipped))
+        for model, sl, (actions, values, log_probs) in zip(models, slices, taken, strict=True):
+            rew, done, info = rewards[sl], dones[sl], infos[sl]
+            model.num_timesteps += len(done)
+            model._update_info_buffer(info, done)
+            if isinstance(model.action_space, spaces.Discrete):
+                actions = actions.reshape(-1, 1)
+            for i, d in enumerate(done):  # timeout bootstrap, as SB3 (GitHub issue #633)
+                if d and info[i].get("terminal_observation") is not None and info[i].get("TimeLimit.truncated", False):
+                    terminal_obs = model.policy.obs_to_tensor(info[i]["terminal_observation"])[0]
+                    with th.no_grad():
+                        terminal_value = model.policy.predict_values(terminal_obs)[0]
+                    rew[i] += model.gamma * terminal_value
+            model.rollout_buffer.add(model._last_obs, actions, rew, model._last_episode_starts, values, log_probs)
+            model._last_obs = new_obs[sl]
+            model._last_episode_starts = done
+    for model, sl in zip(models, slices, strict=True):
+        with th.no_grad():
+            values = model.policy.predict_values(obs_as_tensor(new_obs[sl], model.device))
+        model.rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones[sl])
+
+
+def reset_some(model: PPO, indices: np.ndarray, obs: np.ndarray) -> None:
+    """Some of ``model``'s envs were reset (a task group's new task): their first observations are ``obs``."""
+    model._last_obs = np.array(model._last_obs)  # a copy: other arrays may share the old one
+    model._last_obs[indices] = obs
+    model._last_episode_starts = np.array(model._last_episode_starts, dtype=bool)
+    model._last_episode_starts[indices] = True
+
+
 def train(model: PPO) -> dict[str, Any]:
     """One ``PPO.train()`` call (epochs of minibatch updates) on the model's current buffer; returns its records."""
     model.train()
     return pop_records(model)
 
 
-def train_on_batch(model: PPO, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+def train_on_batch(model: PPO, batch: dict[str, Any]) -> dict[str, Any]:
     """Run ``PPO.train()`` on an externally computed batch (keys of ``VariableRolloutBuffer.load``)."""
     buffer = model.rollout_buffer
     if not isinstance(buffer, VariableRolloutBuffer):

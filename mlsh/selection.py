@@ -66,7 +66,8 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         self._episode_starts = np.ones(self.num_envs, dtype=bool)
         self._choices = np.zeros(self.num_envs, dtype=np.int64)
         self._buffers: dict[str, list[np.ndarray]] = {}
-        self.choice_counts = np.zeros(len(subpolicies), dtype=np.int64)  # macro steps per sub-policy
+        # macro steps per env and sub-policy (``choice_counts[indices].sum(0)``: a group's counts)
+        self.choice_counts = np.zeros((self.num_envs, len(subpolicies)), dtype=np.int64)
         self._clear()
 
     @property
@@ -80,6 +81,16 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         self._clear()
         return self._obs
 
+    def reset_envs(self, indices, options=None) -> np.ndarray:
+        """Reset the envs ``indices`` only (a task group's new task); the others keep their episodes."""
+        obs = self.venv.reset_envs(indices, options)
+        self._obs = np.zeros((self.num_envs, *obs.shape[1:]), dtype=obs.dtype) if self._obs is None \
+            else self._obs.copy()  # a copy: the masters hold views of the old array
+        self._obs[np.asarray(indices)] = obs
+        self._episode_starts = self._episode_starts.copy()
+        self._episode_starts[np.asarray(indices)] = True
+        return obs
+
     def step_async(self, actions: np.ndarray) -> None:
         self._choices = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
 
@@ -87,7 +98,7 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         if self._obs is None:
             raise RuntimeError("reset() must be called before step()")
         choices = self._choices
-        self.choice_counts += np.bincount(choices, minlength=self.n_subpolicies)
+        self.choice_counts[np.arange(self.num_envs), choices] += 1
         macro_reward = np.zeros(self.num_envs, dtype=np.float32)
         macro_done = np.zeros(self.num_envs, dtype=bool)
         infos: list[dict] = [{} for _ in range(self.num_envs)]

@@ -63,8 +63,13 @@ class SubPolicyLearner:
     def policies(self):
         return [m.policy for m in self.models]
 
-    def batches(self, traj: Trajectory) -> list[dict[str, np.ndarray] | None]:
-        """Each sub-policy's training batch (None where it took no step)."""
+    def batches(self, traj: Trajectory, groups: list[np.ndarray] | None = None) -> list[dict | None]:
+        """Each sub-policy's training batch (None where it took no step in any of ``groups``).
+
+        ``groups`` are the env indices of the task groups whose data trains the sub-policies (default: one group of
+        every env). Advantages are normalised over each group's share of each sub-policy (the original normalised
+        per worker and sub-policy); the batch lists the groups' steps group by group, with ``group_sizes``.
+        """
         advantages, returns = full_trajectory_gae(traj.rewards, traj.values, traj.episode_starts,
                                                   traj.last_values, traj.last_dones, self.gamma, self.gae_lambda)
 
@@ -73,22 +78,39 @@ class SubPolicyLearner:
 
         obs, actions, values, log_probs = map(flat, (traj.observations, traj.actions, traj.values, traj.log_probs))
         advantages, returns = flat(advantages), flat(returns)
-        out: list[dict[str, np.ndarray] | None] = []
-        for idx in split_by_subpolicy(traj.choices, len(self.models)):
-            if len(idx) == 0:
+        n_steps, n_envs = traj.choices.shape
+        if groups is None:
+            in_group = [None]
+        else:
+            env_flat = np.tile(np.arange(n_envs), n_steps)
+            in_group = [np.isin(env_flat, g) for g in groups]
+        out: list[dict | None] = []
+        for idx_k in split_by_subpolicy(traj.choices, len(self.models)):
+            parts, adv_parts = [], []
+            for mask in in_group:
+                idx = idx_k if mask is None else idx_k[mask[idx_k]]
+                if len(idx) == 0:
+                    continue  # this group does not contribute to sub-policy k
+                adv = advantages[idx]
+                if self.advantage_norm == "share" and len(idx) > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                parts.append(idx)
+                adv_parts.append(adv)
+            if not parts:
                 out.append(None)
                 continue
-            adv = advantages[idx]
-            if self.advantage_norm == "share" and len(idx) > 1:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            idx = np.concatenate(parts)
             out.append(dict(observations=obs[idx], actions=actions[idx], values=values[idx],
-                            log_probs=log_probs[idx], advantages=adv, returns=returns[idx]))
+                            log_probs=log_probs[idx], advantages=np.concatenate(adv_parts), returns=returns[idx],
+                            group_sizes=[len(p) for p in parts]))
         return out
 
-    def train(self, traj: Trajectory) -> dict[str, float]:
+    def train(self, traj: Trajectory, groups: list[np.ndarray] | None = None) -> dict[str, float]:
+        """One update of every sub-policy that acted in ``groups``: the mean of the groups' gradients per step."""
         metrics: dict[str, float] = {}
-        for k, (model, batch) in enumerate(zip(self.models, self.batches(traj), strict=True)):
+        for k, (model, batch) in enumerate(zip(self.models, self.batches(traj, groups), strict=True)):
             metrics[f"sub{k}/n_steps"] = 0 if batch is None else len(batch["observations"])
+            metrics[f"sub{k}/groups"] = 0 if batch is None else len(batch["group_sizes"])
             if batch is None:
                 continue
             for key, value in sb3_adapter.train_on_batch(model, batch).items():

@@ -37,7 +37,8 @@ def test_inference_is_batched_one_forward_per_active_subpolicy():
     assert subs[0].batch_sizes == [5] * 10 and subs[1].batch_sizes == []
     env.step(np.array([1, 0, 1, 1, 0]))
     assert subs[0].batch_sizes[10:] == [2] * 10 and subs[1].batch_sizes == [3] * 10
-    np.testing.assert_array_equal(env.choice_counts, [7, 3])
+    np.testing.assert_array_equal(env.choice_counts.sum(axis=0), [7, 3])
+    np.testing.assert_array_equal(env.choice_counts, [[1, 1], [2, 0], [1, 1], [1, 1], [2, 0]])
 
 
 def test_trajectory_records_every_primitive_step_with_truncation_bootstrap():

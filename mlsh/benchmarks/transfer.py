@@ -51,7 +51,7 @@ def oracle_return(cfg, seed: int, n_tasks: int) -> float | None:
     oracle_action = getattr(module, "oracle_action", None)
     if oracle_action is None:
         return None
-    venv = make_task_env(cfg, seed=EVAL_ENV_SEED_OFFSET + seed * 1000)
+    venv = make_task_env(cfg, seed=EVAL_ENV_SEED_OFFSET + seed * 1000, n_groups=1)
     rng = task_rng(seed, "heldout")
     envs_ = [venv.get_attr("unwrapped", indices=[i])[0] for i in range(venv.num_envs)]
     per_env = cfg.schedule.rollout_steps // venv.num_envs
