@@ -9,8 +9,10 @@ truncates them.
 Differences from the original openai/mlsh ``Fourrooms-v0`` (all deliberate, see REFERENCE.md sections 0 and 5):
 
 - **Goal.** The original draws from {68, 80, 90, 103} and then overwrites the draw with 103, so every task is the
-  same. Here the task is a goal drawn uniformly from ``goals``: by default every free cell, the paper's "random
-  goal"; ``goals=[68, 80, 90, 103]`` gives the original's candidates.
+  same. Here the task is a goal drawn uniformly from ``goals``: by default the original's four candidates (the
+  bottom-right room); ``goals="all"`` makes every free cell a goal. Sub-policies do not see the goal, so a few of
+  them can serve four goals but not 104 (``python -m mlsh.benchmarks.four_rooms_primitives`` computes how far
+  any fixed set of goal-blind primitives falls short).
 - **Transitions.** The original moves to the target cell if it is free and then, w.p. 1/3, *also* jumps to a random
   free neighbour (issue #15); a blocked move never slips. The default here is the rule of Sutton, Precup and Singh:
   the intended direction w.p. 1 - ``slip_prob`` (2/3), each of the other three w.p. ``slip_prob`` / 3 (1/9); a move
@@ -104,23 +106,25 @@ def _cell(value: Any, what: str) -> int:
 
 class FourRoomsEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
-    goals: tuple[int, ...] | None = None  # class default: every free cell can be the goal
+    goals: tuple[int, ...] = ORIGINAL_GOALS  # class default, for sample_task on the class
 
     def __init__(
         self,
-        goals: Sequence[int] | None = None,
+        goals: Sequence[int] | str = ORIGINAL_GOALS,
         start: int | None = 62,
         transition: str = "standard",
         slip_prob: float = 1.0 / 3.0,
         goal_reward: float = 1.0,
         render_mode: str | None = None,
     ):
-        if goals is None:
+        if isinstance(goals, str):
+            if goals != "all":
+                raise ValueError(f'goals must be a list of free-cell indices or "all", got {goals!r}')
             self.goals = tuple(range(N_CELLS))
         else:
             self.goals = tuple(sorted({_cell(g, "goals entry") for g in goals}))
             if not self.goals:
-                raise ValueError("goals must name at least one free cell, or be None for all of them")
+                raise ValueError('goals must name at least one free cell, or be "all" for every one of them')
         self.start = None if start is None else _cell(start, "start")
         if transition not in TRANSITIONS:
             raise ValueError(f"transition must be one of {list(TRANSITIONS)}, got {transition!r}")
@@ -134,14 +138,14 @@ class FourRoomsEnv(gym.Env):
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(len(DIRECTIONS))
         self.observation_space = spaces.Box(0.0, 1.0, shape=(N_CELLS,), dtype=np.float32)
-        self.task = self.goals[-1]  # 103 for the default and the original's goal sets
+        self.task = self.goals[-1]  # 103 for the default goal set and for "all"
         self.cell = self.start if self.start is not None else 0
 
     # -- task API -------------------------------------------------------------------------------------------
     @_class_or_instance_method
     def sample_task(self_or_cls, rng: np.random.Generator) -> int:
-        """A goal cell drawn uniformly from the goal set (the instance's ``goals``, or all cells on the class)."""
-        goals = self_or_cls.goals if self_or_cls.goals is not None else range(N_CELLS)
+        """A goal cell drawn uniformly from the goal set (the instance's ``goals``, or the class default's)."""
+        goals = self_or_cls.goals
         return int(goals[int(rng.integers(len(goals)))])
 
     def set_task(self, task: int) -> None:

@@ -144,13 +144,13 @@ def test_original_rule_moves_then_jumps_to_a_free_neighbour_one_third_and_never_
 
 
 def test_reward_only_in_the_goal_cell():
-    env = FourRoomsEnv(slip_prob=0.0)
+    env = FourRoomsEnv(slip_prob=0.0, goals="all")
     goal = CELL_INDEX[(8, 9)]
     env.reset(seed=0, options={"task": goal})
     rewards = [env.step(a)[1] for a in [UP, DOWN, DOWN, DOWN, UP, LEFT, RIGHT]]
     # cells: (6,9) (7,9) (8,9) (9,9) (8,9) (8,8) (8,9)
     assert rewards == [0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
-    stochastic = FourRoomsEnv(start=None)
+    stochastic = FourRoomsEnv(start=None, goals="all")
     stochastic.reset(seed=1, options={"task": 40})
     for _ in range(300):
         obs, r, *_ = stochastic.step(stochastic.action_space.sample())
@@ -158,7 +158,7 @@ def test_reward_only_in_the_goal_cell():
 
 
 def test_task_is_set_on_reset_kept_across_episodes_and_reported():
-    env = FourRoomsEnv()
+    env = FourRoomsEnv(goals="all")
     assert env.task == 103  # the original's goal until a task is set
     _, info = env.reset(seed=0, options={"task": 17})
     assert info["task"] == 17 and env.task == 17
@@ -171,8 +171,11 @@ def test_task_is_set_on_reset_kept_across_episodes_and_reported():
     for bad in [104, -1, 2.5, "3"]:
         with pytest.raises(ValueError, match=r"must be one of 0\.\.103"):
             env.set_task(bad)
+    assert FourRoomsEnv().goals == (68, 80, 90, 103)  # the default: the original's candidates
     original = FourRoomsEnv(goals=[103, 68, 90, 80])
     assert original.goals == (68, 80, 90, 103)
+    with pytest.raises(ValueError, match='"all"'):
+        FourRoomsEnv(goals="every")
     with pytest.raises(ValueError, match=r"must be one of \[68, 80, 90, 103\], got 5"):
         original.reset(options={"task": 5})
 
@@ -180,17 +183,19 @@ def test_task_is_set_on_reset_kept_across_episodes_and_reported():
 def test_sample_task_uses_the_callers_rng_over_the_configured_goals():
     draws = [FourRoomsEnv.sample_task(np.random.default_rng(s)) for s in range(2000)]
     assert draws == [FourRoomsEnv.sample_task(np.random.default_rng(s)) for s in range(2000)]
-    assert set(draws) == set(range(104))  # the paper's random goal: any free cell
-    env = gym.make("mlsh/FourRooms-v0", goals=[68, 80, 90, 103]).unwrapped
+    assert set(draws) == {68, 80, 90, 103}  # the default: the original's candidates
+    env = gym.make("mlsh/FourRooms-v0", goals="all").unwrapped
     rng = np.random.default_rng(0)
-    assert {env.sample_task(rng) for _ in range(200)} == {68, 80, 90, 103}
+    assert {env.sample_task(rng) for _ in range(2000)} == set(range(104))  # any free cell
+    env = gym.make("mlsh/FourRooms-v0", goals=[80, 90]).unwrapped
+    assert {env.sample_task(rng) for _ in range(200)} == {80, 90}
     assert FourRoomsEnv().sample_task(np.random.default_rng(7)) == FourRoomsEnv.sample_task(np.random.default_rng(7))
 
 
 def test_start_is_cell_62_or_a_seeded_random_cell_other_than_the_goal():
     env = FourRoomsEnv()
     assert all(env.reset(seed=s)[0][62] == 1.0 for s in range(3))
-    env = FourRoomsEnv(start=None)
+    env = FourRoomsEnv(start=None, goals="all")
     env.reset(seed=0, options={"task": 0})
     starts = [int(env.reset()[0].argmax()) for _ in range(2000)]
     assert 0 not in starts and set(starts) == set(range(1, 104))
@@ -206,7 +211,7 @@ def test_start_is_cell_62_or_a_seeded_random_cell_other_than_the_goal():
 @pytest.mark.parametrize("kwargs", [{}, {"start": None}, {"transition": "original"}])
 def test_same_seed_same_trajectory(kwargs):
     def trajectory(seed):
-        env = FourRoomsEnv(**kwargs)
+        env = FourRoomsEnv(**kwargs, goals="all")
         obs, _ = env.reset(seed=seed, options={"task": 50})
         cells, rewards = [int(obs.argmax())], []
         for a in np.random.default_rng(123).integers(4, size=200):
