@@ -6,6 +6,7 @@ import gymnasium as gym
 from omegaconf import DictConfig
 
 import envs  # noqa: F401  (registers mlsh/* envs)
+from mlsh.subpolicies import GROUP_WEIGHTINGS
 
 ALGOS = ("mlsh", "shared", "scratch")
 ADVANTAGE_NORMS = ("share", "minibatch")
@@ -66,6 +67,12 @@ def validate(cfg: DictConfig) -> None:
         p = cfg.algo.master.random_pick_prob
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"algo.master.random_pick_prob must be in [0, 1], got {p!r}")
+        weighting = cfg.algo.subpolicy.get("group_weighting", "groups")
+        if weighting not in GROUP_WEIGHTINGS:
+            raise ConfigError(f"algo.subpolicy.group_weighting must be one of {list(GROUP_WEIGHTINGS)}, "
+                              f"got {weighting!r}")
+        if cfg.algo.subpolicy.get("minibatches") is not None:
+            _int(cfg, "algo.subpolicy.minibatches", 1)
         if cfg.algo.subpolicy.advantage_norm not in ADVANTAGE_NORMS:
             raise ConfigError(f"algo.subpolicy.advantage_norm must be one of {list(ADVANTAGE_NORMS)}, "
                               f"got {cfg.algo.subpolicy.advantage_norm!r}")

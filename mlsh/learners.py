@@ -148,7 +148,8 @@ class MLSHLearner(_Groups):
         sub = cfg.algo.subpolicy
         self.subs = [build_ppo(sub, venv, self.per_env, rollout_buffer_class=sb3_adapter.VariableRolloutBuffer)
                      for _ in range(cfg.n_subpolicies)]
-        self.sub_learner = SubPolicyLearner(self.subs, sub.ppo.gamma, sub.ppo.gae_lambda, sub.advantage_norm)
+        self.sub_learner = SubPolicyLearner(self.subs, sub.ppo.gamma, sub.ppo.gae_lambda, sub.advantage_norm,
+                                            sub.get("group_weighting", "groups"), sub.get("minibatches"))
         self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma)
         self.masters: list[PPO | None] = [None] * self.n_groups
 

@@ -29,16 +29,25 @@ th.distributions.Distribution.set_default_validate_args(False)
 class VariableRolloutBuffer(RolloutBuffer):
     """A ``RolloutBuffer`` that ``PPO.train()`` can consume for a batch of any length, filled by ``load``.
 
-    The batch may hold the data of several task groups (``group_sizes``, in order). Then every minibatch holds the
-    same number of samples from each group, so that its mean loss is the mean of the groups' mean losses and its
-    gradient the mean of the groups' gradients (each group weighs the same, whatever its size: the original's
-    MPI-Adam over the workers that contribute). Each group's indices are a stream of fresh permutations of its
-    samples, as long as the largest group's (a small group's samples recur within an epoch); minibatch j takes
-    positions ``j * batch_size ... (j + 1) * batch_size - 1`` of every stream, the last one shorter. With one
-    group this is SB3's own ``get``, draw for draw.
+    The batch may hold the data of several task groups (``group_sizes``, in order); every minibatch then holds
+    samples of every group, and ``group_weighting`` says how the groups weigh in its gradient:
+
+    - ``"groups"``: each group the same, whatever its size (the original's MPI-Adam, a mean over the workers that
+      contribute). Every minibatch holds ``batch_size`` samples of each group, so its mean loss is the mean of the
+      groups' mean losses and its gradient the mean of the groups' gradients. Each group's indices are a stream of
+      fresh permutations of its samples as long as the largest group's (a small group's samples recur within an
+      epoch); minibatch j takes positions ``j * batch_size ...`` of every stream, the last one shorter.
+    - ``"samples"``: each group by its number of samples (the mean over all samples): an epoch has
+      ``ceil(n / batch_size)`` minibatches and each group's permutation is split evenly over them.
+
+    With one group both are SB3's own ``get``, draw for draw. With ``n_minibatches`` set, an epoch has that many
+    minibatches (the original's 15) whatever the batch size: ``get`` sizes them to fit, in place of PPO's
+    ``batch_size`` (per group with ``"groups"``).
     """
 
     group_sizes: list[int] | None = None
+    group_weighting: str = "groups"
+    n_minibatches: int | None = None
 
     def load(
         self,
@@ -70,19 +79,30 @@ class VariableRolloutBuffer(RolloutBuffer):
         self.generator_ready = False
 
     def get(self, batch_size: int | None = None) -> Generator[RolloutBufferSamples, None, None]:
+        if self.n_minibatches:
+            per_epoch = max(self.group_sizes) if self.group_sizes and self.group_weighting == "groups" \
+                else self.buffer_size
+            batch_size = -(-per_epoch // self.n_minibatches)
         if self.group_sizes is None:
             yield from super().get(batch_size)
             return
-        streams, start = [], 0
-        longest = max(self.group_sizes)
-        for size in self.group_sizes:
-            perms = [np.random.permutation(size) for _ in range(-(-longest // size))]
-            streams.append(start + np.concatenate(perms)[:longest])
-            start += size
         if not self.generator_ready:
             for name in ("observations", "actions", "values", "log_probs", "advantages", "returns"):
                 self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
             self.generator_ready = True
+        offsets = np.cumsum([0, *self.group_sizes[:-1]])
+        if self.group_weighting == "samples":
+            n_batches = -(-self.buffer_size // (batch_size or self.buffer_size))
+            chunks = [np.array_split(start + np.random.permutation(size), n_batches)
+                      for start, size in zip(offsets, self.group_sizes, strict=True)]
+            for j in range(n_batches):
+                yield self._get_samples(np.concatenate([c[j] for c in chunks]))
+            return
+        longest = max(self.group_sizes)
+        streams = []
+        for start, size in zip(offsets, self.group_sizes, strict=True):
+            perms = [np.random.permutation(size) for _ in range(-(-longest // size))]
+            streams.append(start + np.concatenate(perms)[:longest])
         batch_size = batch_size or longest
         for pos in range(0, longest, batch_size):
             yield self._get_samples(np.concatenate([s[pos:pos + batch_size] for s in streams]))

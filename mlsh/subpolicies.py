@@ -13,6 +13,8 @@ from stable_baselines3 import PPO
 from mlsh import sb3_adapter
 from mlsh.selection import Trajectory
 
+GROUP_WEIGHTINGS = ("groups", "samples")  # how the joint groups weigh in a sub-policy update (VariableRolloutBuffer)
+
 
 def full_trajectory_gae(
     rewards: np.ndarray,
@@ -49,13 +51,18 @@ def split_by_subpolicy(choices: np.ndarray, n_subpolicies: int) -> list[np.ndarr
 class SubPolicyLearner:
     """Trains each of K PPO models on the primitive steps it took in a trajectory."""
 
-    def __init__(self, models: list[PPO], gamma: float, gae_lambda: float, advantage_norm: str = "share"):
+    def __init__(self, models: list[PPO], gamma: float, gae_lambda: float, advantage_norm: str = "share",
+                 group_weighting: str = "groups", minibatches: int | None = None):
         if advantage_norm not in ("share", "minibatch"):
             raise ValueError(f"advantage_norm must be 'share' or 'minibatch', got {advantage_norm!r}")
+        if group_weighting not in GROUP_WEIGHTINGS:
+            raise ValueError(f"group_weighting must be one of {list(GROUP_WEIGHTINGS)}, got {group_weighting!r}")
         self.models = models
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.advantage_norm = advantage_norm
         for model in models:
+            model.rollout_buffer.group_weighting = group_weighting
+            model.rollout_buffer.n_minibatches = minibatches
             # "share": normalise over each sub-policy's whole share, as the original; "minibatch": SB3's default.
             model.normalize_advantage = advantage_norm == "minibatch"
 
