@@ -2,12 +2,20 @@
 
 With probability ``random_pick_prob`` the sampled index is replaced by a uniform one (REFERENCE.md 1.3). The
 replacement happens inside the policy so that the stored action and its log-probability are the ones taken.
+
+The log-probability it returns (PPO's "old" log-probability) is clipped at -20, as the original's. A committed
+master gives a random pick a log-probability of -100 or less; once an update makes that action likelier, PPO's
+ratio exp(new - old) overflows to inf, and with a negative advantage the loss and every weight become NaN (seen
+with task groups, whose staggered first tasks have long warmups). Clipped, the ratio stays below exp(20).
 """
 
 from __future__ import annotations
 
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
+
+
+MIN_LOG_PROB = -20.0  # the original's clip of the old log-probability
 
 
 class MasterPolicy(ActorCriticPolicy):
@@ -30,4 +38,4 @@ class MasterPolicy(ActorCriticPolicy):
             pick = th.rand(actions.shape[0], device=actions.device) < self.random_pick_prob
             uniform = th.randint(0, int(self.action_space.n), actions.shape, device=actions.device)
             actions = th.where(pick, uniform, actions)
-        return actions, values, distribution.log_prob(actions)
+        return actions, values, distribution.log_prob(actions).clamp(min=MIN_LOG_PROB)

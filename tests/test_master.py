@@ -52,3 +52,19 @@ def test_probability_survives_save_and_load(tmp_path):
     pi = policy(0.25)
     pi.save(tmp_path / "pi.pt")
     assert MasterPolicy.load(tmp_path / "pi.pt").random_pick_prob == 0.25
+
+
+def test_old_log_probability_is_clipped_at_minus_20():
+    """A committed master's random pick: its log-probability is far below -20; PPO's ratio must stay finite."""
+    from mlsh.master import MIN_LOG_PROB
+
+    th.manual_seed(0)
+    pi = policy(1.0)
+    with th.no_grad():
+        pi.action_net.bias[:] = th.tensor([200.0, 0, 0, 0])
+        actions, _, log_prob = pi(th.zeros(400, 3))
+        true_log_prob = pi.get_distribution(th.zeros(400, 3)).log_prob(actions)
+    assert (true_log_prob[actions != 0] < -150).all()
+    assert (log_prob[actions != 0] == MIN_LOG_PROB).all() and log_prob.min() == MIN_LOG_PROB
+    th.testing.assert_close(log_prob[actions == 0], true_log_prob[actions == 0])
+    assert th.isfinite(th.exp(th.zeros(1) - log_prob.min())).all()  # the largest possible ratio exp(0 + 20)

@@ -124,6 +124,39 @@ def report(out: Path) -> None:
         for a in algos:
             print(f"seed {r['seed']} {a:>7} curve (0..{r['n_updates']} updates): "
                   + " ".join(f"{v:.1f}" for v in r["curves"][a]))
+    print(f"wrote {plot_seeds(rows, out / 'transfer_seeds.png')}")
+
+
+def plot_seeds(rows: list[dict], out: Path) -> Path:
+    """Each algorithm's held-out curve: the mean over seeds, a band from the lowest to the highest seed, and every
+    seed as a thin line; the oracle's mean as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, algo in enumerate(rows[0]["curves"]):
+        curves = np.array([r["curves"][algo] for r in rows], dtype=float)
+        x = np.arange(curves.shape[1])
+        color = f"C{i}"
+        ax.plot(x, curves.mean(axis=0), marker="o", ms=3, color=color, label=f"{algo} (mean of {len(rows)} seeds)")
+        ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.2)
+        for c in curves:
+            ax.plot(x, c, color=color, lw=0.6, alpha=0.5)
+    oracles = [r["oracle"] for r in rows if r["oracle"] is not None]
+    if oracles:
+        ax.axhline(np.mean(oracles), color="k", ls="--", lw=1, label=f"oracle ({np.mean(oracles):.1f})")
+    ax.set_xlabel("updates on the held-out task (master updates for MLSH)")
+    ax.set_ylabel("mean episode return")
+    ax.set_title(f"{rows[0]['env']}: transfer to {rows[0]['n_tasks']} held-out tasks, seeds "
+                 + ",".join(str(r["seed"]) for r in rows) + " (band: min-max over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
 
 
 def main() -> None:
