@@ -50,6 +50,11 @@ def read_state(folder: Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint state {path} is missing or corrupt: {err}") from err
 
 
+def group_task(state: dict[str, Any], group: int = 0) -> Any:
+    """The task that task group ``group`` held at a checkpoint (checkpoints from before task groups: ``task``)."""
+    return state["groups"][group]["task"] if "groups" in state else state.get("task")
+
+
 def resolve(path: str | Path) -> Path:
     """A checkpoint folder, given either itself or a run folder (then its latest checkpoint)."""
     path = Path(path)

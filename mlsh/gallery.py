@@ -81,7 +81,7 @@ def policy_video(out: Path, size: int, steps: int, run_dir: Path | None, env_id:
         # the first group's master and task (older checkpoints of one group: master.zip and "task")
         master = PPO.load(ckpt / ("master_g0.zip" if (ckpt / "master_g0.zip").exists() else "master.zip"),
                           device="cpu")
-        task = state["groups"][0]["task"] if "groups" in state else state["task"]
+        task = checkpoint.group_task(state)
         env = gym.make(cfg.env.id, render_mode="rgb_array", **cfg.env.get("kwargs", {}))
         normalize = _obs_filter(ckpt)
         obs, _ = env.reset(seed=0, options={"task": task})

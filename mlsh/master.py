@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-
 MIN_LOG_PROB = -20.0  # the original's clip of the old log-probability
 
 

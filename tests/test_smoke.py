@@ -227,3 +227,23 @@ def test_subpolicy_paths_of_an_ant_run(tmp_path):
     proc = run("-m", "mlsh.benchmarks.subpolicy_paths", str(run_dir), "--episodes", "1", "--max-steps", "20")
     assert proc.stdout.count("sub-policy ") == 2 and "heading" in proc.stdout
     assert (run_dir / "subpolicy_paths.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_groups_speed_benchmark_compares_one_and_several_groups():
+    proc = run("-m", "mlsh.benchmarks.groups_speed", "--groups", "2", "--tasks", "1", "--repeats", "1",
+               "schedule=smoke")
+    lines = proc.stdout.splitlines()
+    one = next(line for line in lines if line.startswith("1 group x 4 envs, 1 tasks"))
+    many = next(line for line in lines if line.startswith("2 groups x 2 envs, 2 tasks"))
+    assert one.split()[-1] == "1.00" and float(many.split()[-1]) > 0
+
+
+def test_four_rooms_primitives_bound():
+    proc = run("-m", "mlsh.benchmarks.four_rooms_primitives")
+    lines = proc.stdout.splitlines()
+    four = next(line for line in lines if line.startswith("original four"))[28:].split()
+    every = next(line for line in lines if line.startswith("every free cell"))[28:].split()
+    oracle4, goal_cells4 = float(four[0]), float(four[1])
+    oracle104, greedy104 = float(every[0]), float(every[2])
+    assert goal_cells4 == pytest.approx(oracle4, abs=0.5)  # one go-to primitive per goal serves the four goals
+    assert greedy104 < 0.2 * oracle104  # no four goal-blind primitives serve every cell

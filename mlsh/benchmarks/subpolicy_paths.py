@@ -35,7 +35,7 @@ def paths(run_dir: Path, episodes: int, max_steps: int | None = None) -> dict[in
         sub = PPO.load(ckpt / f"sub{k}.zip", device="cpu")
         out[k] = []
         for ep in range(episodes):
-            obs, _ = env.reset(seed=1000 * k + ep, options={"task": state.get("task", 0)})
+            obs, _ = env.reset(seed=1000 * k + ep, options={"task": checkpoint.group_task(state) or 0})
             xy = [env.unwrapped.data.qpos[:2].copy()]
             for _ in range(max_steps or 10**9):
                 action, _ = sub.predict(normalize(obs), deterministic=False)
