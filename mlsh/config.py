@@ -6,6 +6,7 @@ import gymnasium as gym
 from omegaconf import DictConfig
 
 import envs  # noqa: F401  (registers mlsh/* envs)
+from mlsh.groups import STAGGERS
 from mlsh.subpolicies import GROUP_WEIGHTINGS
 
 ALGOS = ("mlsh", "shared", "scratch")
@@ -44,6 +45,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("schedule.warmup_iters + schedule.joint_iters must be >= 1")
     if "n_groups" in cfg.schedule:  # run folders from before task groups have none: one group
         _int(cfg, "schedule.n_groups", 1)
+    if cfg.schedule.get("stagger", "original") not in STAGGERS:
+        raise ConfigError(f"schedule.stagger must be one of {list(STAGGERS)}, got {cfg.schedule.stagger!r}")
     n_envs = _int(cfg, "schedule.n_envs", 1)
     d = _int(cfg, "schedule.rollout_steps", 1)
     if d % n_envs:

@@ -8,7 +8,7 @@ own envs (``reset_envs``), through every wrapper of the stack:
 
 Each group runs W warmup then U joint iterations per task on its own clock; the first task of group g starts
 ``g * int(W + U / 10)`` iterations early in warmup, the original's stagger (REFERENCE.md 1.7), so that the groups'
-joint phases are spread over time.
+joint phases are spread over time (``schedule.stagger=wrapped``: the same offset modulo W + U).
 """
 
 from __future__ import annotations
@@ -20,11 +20,20 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 
+STAGGERS = ("original", "wrapped")
 
-def stagger(group: int, warmup_iters: int, joint_iters: int) -> int:
-    """Extra warmup iterations of group ``group``'s first task: the original's ``(rank % 10) * int(W + U / 10)``
-    with the group index in place of ``rank % 10``."""
-    return group * int(warmup_iters + joint_iters / 10)
+
+def stagger(group: int, warmup_iters: int, joint_iters: int, kind: str = "original") -> int:
+    """Extra warmup iterations of group ``group``'s first task.
+
+    ``original``: the original's ``(rank % 10) * int(W + U / 10)`` with the group index in place of ``rank % 10``.
+    ``wrapped``: the same modulo W + U: the same phases of every group's joint periods from the second task on,
+    without the long first warmups (the original's group 9 waits 9 * 23 = 207 iterations on FourRooms' W=20, U=30
+    before its first joint iteration; wrapped, at most 49)."""
+    if kind not in STAGGERS:
+        raise ValueError(f"stagger must be one of {list(STAGGERS)}, got {kind!r}")
+    offset = group * int(warmup_iters + joint_iters / 10)
+    return offset % (warmup_iters + joint_iters) if kind == "wrapped" else offset
 
 
 @dataclass

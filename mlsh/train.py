@@ -116,7 +116,8 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     if resume:
         pos = _restore(run_dir, learner, rng, per_task)
     else:
-        pos = {"clocks": [GroupClock(g, it=-stagger(g, sched.warmup_iters, sched.joint_iters))
+        kind = sched.get("stagger", "original")
+        pos = {"clocks": [GroupClock(g, it=-stagger(g, sched.warmup_iters, sched.joint_iters, kind))
                           for g in range(n_groups)],
                "sampled": 0, "done": 0, "step": 0, "finals": [], "warmups": [], "minutes": 0.0}
     clocks: list[GroupClock] = pos["clocks"]

@@ -112,6 +112,10 @@ def test_inference_is_batched_over_the_envs_of_all_groups(compose, monkeypatch):
 def test_stagger_is_the_originals_formula_and_spreads_the_joint_phases(compose, tmp_path):
     assert [stagger(g, 9, 1) for g in range(10)] == [9 * g for g in range(10)]  # int(W + U / 10) = 9
     assert [stagger(g, 20, 30) for g in range(4)] == [0, 23, 46, 69]  # int(20 + 3) = 23
+    assert [stagger(g, 20, 30, "wrapped") for g in range(4)] == [0, 23, 46, 19]  # the same phases mod 50
+    assert [stagger(g, 9, 1, "wrapped") for g in range(10)] == [0, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+    with pytest.raises(ValueError, match="stagger must be one of"):
+        stagger(1, 9, 1, "bogus")
     cfg = compose(*TINY, "schedule.n_groups=3", "schedule.warmup_iters=3", "schedule.joint_iters=2",
                   "schedule.n_tasks=7")
     meta_train(cfg, tmp_path, progress=False)
