@@ -21,6 +21,14 @@ def test_paper_experiment_composes(compose):
     validate(cfg)
     assert cfg.schedule.rollout_steps == 24000 and cfg.schedule.n_envs == 12
     assert cfg.algo.subpolicy.ppo.learning_rate == pytest.approx(3e-4)
+    assert (cfg.schedule.n_groups, cfg.schedule.stagger, cfg.algo.subpolicy.minibatches) == (10, "original", 15)
+
+
+def test_env_files_set_their_task_groups_and_mlsh_settings(compose):
+    assert compose("env=four_rooms").schedule.n_groups == 10
+    assert compose("env=four_rooms").algo.subpolicy.minibatches == 15  # env files come after algo
+    assert compose("env=four_rooms", "algo.subpolicy.minibatches=null").algo.subpolicy.minibatches is None
+    assert compose("env=movement_bandits").schedule.stagger == "wrapped"
 
 
 @pytest.mark.parametrize("algo", ["shared", "scratch"])
@@ -43,6 +51,10 @@ def test_baseline_configs_compose(compose, algo):
         ("algo.master.random_pick_prob=2", "algo.master.random_pick_prob must be in [0, 1]"),
         ("logger.mode=live", "logger.mode must be one of ['online', 'offline', 'disabled']"),
         ("n_subpolicies=two", "n_subpolicies must be an integer >= 1, got 'two'"),
+        ("schedule.n_groups=0", "schedule.n_groups must be an integer >= 1, got 0"),
+        ("schedule.stagger=random", "schedule.stagger must be one of ['original', 'wrapped'], got 'random'"),
+        ("algo.subpolicy.group_weighting=mean", "algo.subpolicy.group_weighting must be one of ['groups', 'samples']"),
+        ("algo.subpolicy.minibatches=0", "algo.subpolicy.minibatches must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_values_are_named(compose, override, message):

@@ -18,7 +18,7 @@ def test_fresh_master_learns_to_pick_the_subpolicy_that_solves_the_task(compose,
 
     set_random_seed(task)  # torch (master sampling) and numpy (SB3's minibatch shuffling): independent of test order
     cfg = compose("seed=0")
-    venv = make_task_env(cfg, seed=task)
+    venv = make_task_env(cfg, seed=task, n_groups=1)
     env = SubPolicySelectionVecEnv(venv, [GoalSeekingPolicy(0), GoalSeekingPolicy(1)], cfg.macro_duration)
     env.set_options({"task": task})
     first_obs = env.reset()

@@ -2,8 +2,8 @@
 
     python -m mlsh.benchmarks.speed [--steps 400000] [--repeats 2]
 
-Both run on MovementBandits with the same network sizes, ``n_envs`` and rollout size (the default config:
-20 envs, 4000 primitive steps per iteration, 2x64 MLPs, 10 epochs of minibatch 64). Plain PPO is
+Both run on MovementBandits with the same network sizes, ``n_envs`` and rollout size (the default config with
+one task group: 20 envs, 4000 primitive steps per iteration, 2x64 MLPs, 10 epochs of minibatch 64). Plain PPO is
 ``PPO.learn``; MLSH is the full meta-training loop (``mlsh.train.meta_train``: master rebuilt per task, sub-policy
 updates, checkpoints, metrics file; W&B disabled), once with the paper's schedule (W=9, U=1) and once with the
 sub-policies updated on every iteration (W=0, U=10), the most expensive schedule. Runs alternate, and each
@@ -53,9 +53,10 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(1)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["logger.mode=disabled"])
-        every = compose(config_name="config", overrides=["logger.mode=disabled", "schedule.warmup_iters=0",
-                                                         "schedule.joint_iters=10"])
+        # one task group: the same envs and rollout as plain PPO (mlsh.benchmarks.groups_speed compares groups)
+        cfg = compose(config_name="config", overrides=["logger.mode=disabled", "schedule.n_groups=1"])
+        every = compose(config_name="config", overrides=["logger.mode=disabled", "schedule.n_groups=1",
+                                                         "schedule.warmup_iters=0", "schedule.joint_iters=10"])
     best = {"ppo": 0.0, "mlsh": 0.0, "mlsh_every": 0.0}
     for r in range(args.repeats):
         best["ppo"] = max(best["ppo"], plain_ppo(cfg, args.steps))
