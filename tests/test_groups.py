@@ -116,10 +116,18 @@ def test_stagger_is_the_originals_formula_and_spreads_the_joint_phases(compose, 
     assert [stagger(g, 9, 1, "wrapped") for g in range(10)] == [0, 9, 8, 7, 6, 5, 4, 3, 2, 1]
     with pytest.raises(ValueError, match="stagger must be one of"):
         stagger(1, 9, 1, "bogus")
-    cfg = compose(*TINY, "schedule.n_groups=3", "schedule.warmup_iters=3", "schedule.joint_iters=2",
-                  "schedule.n_tasks=7")
-    meta_train(cfg, tmp_path, progress=False)
-    rows = [r for r in read_metrics(tmp_path) if "episode_return" in r]
+    for kind in ("original", "wrapped"):
+        cfg = compose(*TINY, "schedule.n_groups=3", "schedule.warmup_iters=3", "schedule.joint_iters=2",
+                      "schedule.n_tasks=7", f"schedule.stagger={kind}")
+        meta_train(cfg, tmp_path / kind, progress=False)
+    for g in range(3):  # offsets 0, 3, 6 (original) and 0, 3, 1 (wrapped, modulo W + U = 5)
+        originally, wrapped = ([r[f"group{g}/phase_joint"] for r in read_metrics(tmp_path / kind)
+                                if "episode_return" in r] for kind in ("original", "wrapped"))
+        assert originally.index(1) - wrapped.index(1) == stagger(g, 3, 2) - stagger(g, 3, 2, "wrapped")
+        a, b = originally[originally.index(1):], wrapped[wrapped.index(1):]
+        n = min(len(a), len(b))
+        assert n >= 5 and a[:n] == b[:n]  # the same phases after the first joint iteration (a W + U cycle)
+    rows = [r for r in read_metrics(tmp_path / "original") if "episode_return" in r]
     for g in range(3):
         joint = [r[f"group{g}/phase_joint"] for r in rows]
         first = joint.index(1)
