@@ -28,7 +28,7 @@ def test_env_files_set_their_task_groups_and_mlsh_settings(compose):
     assert compose("env=four_rooms").schedule.n_groups == 10
     assert compose("env=four_rooms").algo.subpolicy.minibatches == 15  # env files come after algo
     assert compose("env=four_rooms", "algo.subpolicy.minibatches=null").algo.subpolicy.minibatches is None
-    assert compose("env=movement_bandits").schedule.stagger == "wrapped"
+    assert compose("env=movement_bandits").schedule.n_groups == 1
 
 
 @pytest.mark.parametrize("algo", ["shared", "scratch"])
