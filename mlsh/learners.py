@@ -117,6 +117,15 @@ def _set_parameters(model: PPO, path: Path) -> None:
                          f"({model.observation_space}, {model.action_space}): {str(err).splitlines()[0]}") from err
 
 
+def _load_group_models(models: list[PPO | None], folder: Path, groups: Sequence[int], name) -> None:
+    """Weights of the per-group models ``groups`` from ``folder / name(g)``."""
+    for g in groups:
+        path = Path(folder) / name(g)
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint {folder} has no {path.name} (schedule.n_groups changed?)")
+        _set_parameters(models[g], path)
+
+
 def _joint_flags(joint: bool | Sequence[bool], n_groups: int) -> list[bool]:
     flags = [bool(joint)] * n_groups if isinstance(joint, bool | np.bool_) else [bool(j) for j in joint]
     if len(flags) != n_groups:
@@ -152,11 +161,6 @@ class MLSHLearner(_Groups):
                                             sub.get("group_weighting", "groups"), sub.get("minibatches"))
         self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma)
         self.masters: list[PPO | None] = [None] * self.n_groups
-
-    @property
-    def master(self) -> PPO | None:
-        """The master of the first group (the only one when ``n_groups`` is 1)."""
-        return self.masters[0]
 
     def start_task(self, task: Any, group: int = 0) -> None:
         first_obs = self.env.reset_envs(self.indices[group], {"task": task})
@@ -210,11 +214,7 @@ class MLSHLearner(_Groups):
 
     def load_masters(self, folder: Path, groups: Sequence[int]) -> None:
         """Each of ``groups``' master weights from a checkpoint (after ``start_task`` built them): resume mid-task."""
-        for g in groups:
-            path = Path(folder) / f"master_g{g}.zip"
-            if not path.exists():
-                raise FileNotFoundError(f"checkpoint {folder} has no {path.name} (schedule.n_groups changed?)")
-            _set_parameters(self.masters[g], path)
+        _load_group_models(self.masters, folder, groups, lambda g: f"master_g{g}.zip")
 
 
 class SharedLearner(_Groups):
@@ -226,10 +226,6 @@ class SharedLearner(_Groups):
         self.model = build_ppo(cfg.algo.policy, venv, self.per_env)
         sb3_adapter.begin_collection(self.model, np.zeros((venv.num_envs, *venv.observation_space.shape),
                                                           dtype=venv.observation_space.dtype))
-
-    @property
-    def models(self) -> list[PPO]:
-        return [self.model]
 
     def start_task(self, task: Any, group: int = 0) -> None:
         first_obs = self.venv.reset_envs(self.indices[group], {"task": task})
@@ -284,7 +280,7 @@ class ScratchLearner(_Groups):
         folder.mkdir(parents=True, exist_ok=True)
         for g, model in enumerate(self.models):
             if model is not None:
-                model.save(folder / ("policy.zip" if g == 0 else f"policy_g{g}.zip"))
+                model.save(folder / self._file(g))
         save_obs_stats(self.venv, folder)
 
     def load(self, folder: Path) -> None:
@@ -292,11 +288,12 @@ class ScratchLearner(_Groups):
         load_obs_stats(self.venv, folder)
 
     def load_masters(self, folder: Path, groups: Sequence[int]) -> None:
-        for g in groups:
-            path = Path(folder) / ("policy.zip" if g == 0 else f"policy_g{g}.zip")
-            if not path.exists():
-                raise FileNotFoundError(f"checkpoint {folder} has no {path.name} (schedule.n_groups changed?)")
-            _set_parameters(self.models[g], path)
+        """Each of ``groups``' policy of its current task (resume mid-task)."""
+        _load_group_models(self.models, folder, groups, self._file)
+
+    @staticmethod
+    def _file(group: int) -> str:
+        return "policy.zip" if group == 0 else f"policy_g{group}.zip"  # group 0 as the shared policy's
 
 
 LEARNERS = {"mlsh": MLSHLearner, "shared": SharedLearner, "scratch": ScratchLearner}

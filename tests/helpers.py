@@ -67,6 +67,25 @@ class GoalSeekingPolicy(th.nn.Module):
         return th.zeros(obs.shape[0], 1)
 
 
+def random_trajectory(choices: np.ndarray, seed: int = 0):
+    """A ``Trajectory`` of MovementBandits-shaped random data with the given (T, n_envs) sub-policy ``choices``."""
+    from mlsh.selection import Trajectory
+
+    rng = np.random.default_rng(seed)
+    T, n_envs = choices.shape
+    return Trajectory(
+        observations=rng.random((T, n_envs, 6)).astype(np.float32),
+        actions=rng.integers(0, 5, (T, n_envs, 1)),
+        rewards=rng.random((T, n_envs)).astype(np.float32),
+        episode_starts=np.zeros((T, n_envs)),
+        values=rng.random((T, n_envs)).astype(np.float32),
+        log_probs=np.full((T, n_envs), -1.6, dtype=np.float32),
+        choices=choices,
+        last_values=np.zeros(n_envs, dtype=np.float32),
+        last_dones=np.ones(n_envs, dtype=bool),
+    )
+
+
 def smoke_iterations(run_dir, *overrides: str) -> list[dict]:
     """Run ``run.py`` with the smoke schedule (W&B off) into ``run_dir``; return the per-iteration metrics rows."""
     import json

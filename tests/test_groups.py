@@ -16,9 +16,9 @@ from mlsh.learners import MLSHLearner, build_ppo, make_task_env, sample_task, ta
 from mlsh.master import MasterPolicy
 from mlsh.runlog import read_metrics
 from mlsh.sb3_adapter import VariableRolloutBuffer, capture_logger
-from mlsh.selection import Trajectory
 from mlsh.subpolicies import SubPolicyLearner
 from mlsh.train import meta_train, setup_torch
+from tests.helpers import random_trajectory
 
 TINY = ("schedule=smoke", "logger.mode=disabled", "schedule.n_envs=4", "schedule.rollout_steps=400")
 
@@ -145,7 +145,6 @@ def test_subpolicy_update_gets_exactly_the_joint_groups_data(compose, monkeypatc
         learner.start_task(g % 2, g)
     seen = []
     monkeypatch.setattr(sb3_adapter, "train_on_batch", lambda model, batch: seen.append(batch) or {})
-    learner.env.record = True
     traj_box = []
     real_pop = learner.env.pop_trajectory
     learner.env.pop_trajectory = lambda: traj_box.append(real_pop()) or traj_box[-1]
@@ -164,21 +163,9 @@ def test_subpolicy_update_gets_exactly_the_joint_groups_data(compose, monkeypatc
 
 def _group_trajectory():
     """Two groups of two envs, T=6; env 0 and 2 run sub-policy 0, env 1 and 3 sub-policy 1 (env 3 switches)."""
-    rng = np.random.default_rng(0)
-    T, n_envs = 6, 4
-    choices = np.tile([0, 1, 0, 1], (T, 1))
+    choices = np.tile([0, 1, 0, 1], (6, 1))
     choices[4:, 3] = 0
-    return Trajectory(
-        observations=rng.random((T, n_envs, 6)).astype(np.float32),
-        actions=rng.integers(0, 5, (T, n_envs, 1)),
-        rewards=rng.random((T, n_envs)).astype(np.float32),
-        episode_starts=np.zeros((T, n_envs)),
-        values=rng.random((T, n_envs)).astype(np.float32),
-        log_probs=np.full((T, n_envs), -1.6, dtype=np.float32),
-        choices=choices,
-        last_values=np.zeros(n_envs, dtype=np.float32),
-        last_dones=np.ones(n_envs, dtype=bool),
-    )
+    return random_trajectory(choices)
 
 
 def test_batches_normalise_advantages_per_group_and_list_the_groups_in_order():

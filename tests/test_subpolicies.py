@@ -5,8 +5,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from envs.movement_bandits import MovementBanditsEnv
 from mlsh.sb3_adapter import VariableRolloutBuffer, capture_logger
-from mlsh.selection import Trajectory
 from mlsh.subpolicies import SubPolicyLearner, full_trajectory_gae, split_by_subpolicy
+from tests.helpers import random_trajectory
 
 
 def test_gae_matches_hand_computation():
@@ -61,21 +61,10 @@ def _models(n=2, batch_size=8, n_epochs=2):
 
 
 def _trajectory(T=30, n_envs=2, seed=0):
-    rng = np.random.default_rng(seed)
     choices = np.zeros((T, n_envs), dtype=np.int64)
     choices[10:20] = 1
     choices[:, 1] = 1 - choices[:, 0]
-    return Trajectory(
-        observations=rng.random((T, n_envs, 6)).astype(np.float32),
-        actions=rng.integers(0, 5, (T, n_envs, 1)),
-        rewards=rng.random((T, n_envs)).astype(np.float32),
-        episode_starts=np.zeros((T, n_envs)),
-        values=rng.random((T, n_envs)).astype(np.float32),
-        log_probs=np.full((T, n_envs), -1.6, dtype=np.float32),
-        choices=choices,
-        last_values=np.zeros(n_envs, dtype=np.float32),
-        last_dones=np.ones(n_envs, dtype=bool),
-    )
+    return random_trajectory(choices, seed)
 
 
 def test_batches_split_the_steps_and_normalise_each_share():
