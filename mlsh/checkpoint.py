@@ -1,45 +1,128 @@
-"""Checkpoints: one folder per finished task, ``checkpoints/task_00042/`` with the learner's SB3 zips and
-``state.json`` (task index, global step)."""
+"""Checkpoints: one folder per finished task, ``checkpoints/task_00042/``, and one per interruption (SIGTERM,
+SIGINT), ``checkpoints/stop_<global step>/``.
+
+A folder holds the learner's SB3 zips (weights and optimizer states), ``state.json`` (the loop's position: global
+step, tasks, the groups' clocks, the task stream), ``resume.pkl`` (``mlsh.snapshot``: random states, env states,
+the models' live attributes) and ``manifest.json`` (size and SHA-256 of every other file). A folder is written as
+``<name>.tmp`` and renamed when complete, so a kill never leaves a partial checkpoint under a real name; the
+manifest catches what breaks later (a truncated or edited file). ``latest`` skips a checkpoint that fails its
+manifest, with a warning that names the file, and returns the newest good one.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that is missing, incomplete or corrupt."""
 
 
 def task_dir(run_dir: Path, task_index: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"task_{task_index:05d}"
 
 
-def save(learner, run_dir: Path, task_index: int, state: dict[str, Any], keep_last: int | None = None) -> Path:
-    folder = task_dir(run_dir, task_index)
+def stop_dir(run_dir: Path, global_step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"stop_{global_step:012d}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write(folder: Path, fill: Callable[[Path], None], state: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically: ``fill(tmp)`` writes the model files, then state.json and the manifest."""
+    folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    learner.save(tmp)
-    (tmp / "state.json").write_text(json.dumps({"task_index": task_index, **state}, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)  # a folder without state.json is never mistaken for a finished checkpoint
-    if keep_last is not None:
-        for old in list_checkpoints(run_dir)[:-keep_last]:
-            shutil.rmtree(old)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    files = sorted(p for p in tmp.iterdir() if p.is_file() and p.name != MANIFEST)
+    manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if folder.exists():  # a folder of that name from a run that fell back past it: replace it
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(folder)
     return folder
 
 
+def prune(run_dir: Path, keep_last: int | None) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints (None: keep all), and leftovers of interrupted writes."""
+    root = Path(run_dir) / "checkpoints"
+    for leftover in [*root.glob("*.tmp"), *root.glob("*.old")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+    if keep_last is not None:
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old)
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders (with state.json), oldest first (by global step)."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("task_[0-9]*") if p.is_dir() and (p / "state.json").exists()
-                  and not p.name.endswith(".tmp"))
+    found = [p for p in root.iterdir() if p.is_dir() and (p / "state.json").exists()
+             and not p.name.endswith((".tmp", ".old"))]
+
+    def key(p: Path) -> tuple[int, str]:
+        try:
+            return int(json.loads((p / "state.json").read_text()).get("global_step", -1)), p.name
+        except (OSError, ValueError):
+            return -1, p.name
+
+    return sorted(found, key=key)
+
+
+def verify(folder: Path) -> None:
+    """Raise ``CheckpointError`` naming the first file that is missing or differs from the manifest."""
+    folder = Path(folder)
+    read_state(folder)
+    path = folder / MANIFEST
+    if not path.exists():
+        return  # a checkpoint from before manifests: complete by construction (atomic rename)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is corrupt: {err}") from err
+    for name, entry in manifest.items():
+        f = folder / name
+        if not f.exists():
+            raise CheckpointError(f"{f} is missing (listed in {MANIFEST})")
+        if f.stat().st_size != entry["bytes"] or _sha256(f) != entry["sha256"]:
+            raise CheckpointError(f"{f} is corrupt: it does not match its checksum in {MANIFEST}")
 
 
 def latest(run_dir: Path) -> Path:
+    """The newest checkpoint that passes ``verify``; each newer bad one is skipped with a warning naming it."""
     found = list_checkpoints(run_dir)
     if not found:
         raise FileNotFoundError(f"no checkpoint under {Path(run_dir) / 'checkpoints'}: did the run finish a task?")
-    return found[-1]
+    for folder in reversed(found):
+        try:
+            verify(folder)
+        except CheckpointError as err:
+            warnings.warn(f"skipping checkpoint {folder.name}: {err}", stacklevel=2)
+            continue
+        return folder
+    raise CheckpointError(f"every checkpoint under {Path(run_dir) / 'checkpoints'} is corrupt (see the warnings)")
 
 
 def read_state(folder: Path) -> dict[str, Any]:
@@ -47,7 +130,7 @@ def read_state(folder: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"checkpoint state {path} is missing or corrupt: {err}") from err
+        raise CheckpointError(f"checkpoint state {path} is missing or corrupt: {err}") from err
 
 
 def group_task(state: dict[str, Any], group: int = 0) -> Any:
@@ -56,9 +139,10 @@ def group_task(state: dict[str, Any], group: int = 0) -> Any:
 
 
 def resolve(path: str | Path) -> Path:
-    """A checkpoint folder, given either itself or a run folder (then its latest checkpoint)."""
+    """A verified checkpoint folder, given either itself or a run folder (then its latest good checkpoint)."""
     path = Path(path)
     if (path / "state.json").exists():
+        verify(path)
         return path
     if not path.exists():
         raise FileNotFoundError(f"no run folder or checkpoint at {path}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+
 import gymnasium as gym
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import envs  # noqa: F401  (registers mlsh/* envs)
 from mlsh.groups import STAGGERS
@@ -26,6 +28,62 @@ def _int(cfg: DictConfig, key: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _ppo(ppo: DictConfig, key: str) -> None:
+    lr = ppo.get("learning_rate")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr <= 1:
+        raise ConfigError(f"{key}.learning_rate must be a number in (0, 1], got {lr!r} (Adam steps of that size "
+                          "diverge or do nothing)")
+    for name in ("n_epochs", "batch_size"):
+        if name in ppo:
+            value = ppo[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key}.{name} must be an integer >= 1, got {value!r}")
+    for name in ("gamma", "gae_lambda"):
+        value = ppo.get(name, 0.99)
+        if not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ConfigError(f"{key}.{name} must be in [0, 1], got {value!r}")
+    for name in ("clip_range", "ent_coef", "vf_coef", "max_grad_norm"):
+        value = ppo.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{key}.{name} must be a number >= 0, got {value!r}")
+
+
+def _env_kwargs(cfg: DictConfig) -> None:
+    """Every key of ``env.kwargs`` must be a constructor argument of the env class."""
+    kwargs = cfg.env.get("kwargs") or {}
+    if not kwargs:
+        return
+    entry = gym.registry[cfg.env.id].entry_point
+    env_cls = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    params = inspect.signature(env_cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        allowed = sorted(k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL)
+        raise ConfigError(f"env.kwargs: {unknown} not arguments of {env_cls.__name__}; allowed: {allowed}")
+
+
+def _init_from(cfg: DictConfig) -> None:
+    """``init_from`` must be a good checkpoint of the same env and number of sub-policies."""
+    from mlsh.checkpoint import CheckpointError, read_state, resolve
+
+    try:
+        ckpt = resolve(cfg.init_from)
+    except (FileNotFoundError, CheckpointError) as err:
+        raise ConfigError(f"init_from: {err}") from None
+    state = read_state(ckpt)
+    run_cfg = ckpt.parent.parent / ".hydra" / "config.yaml"
+    saved = OmegaConf.load(run_cfg) if run_cfg.exists() else None
+    env = state.get("env") or (saved.env.name if saved is not None else None)
+    k = state.get("n_subpolicies") or (saved.n_subpolicies if saved is not None else None)
+    if env is not None and env != cfg.env.name:
+        raise ConfigError(f"init_from: {ckpt} was trained on env {env!r}, this run is env={cfg.env.name}")
+    if cfg.algo.name == "mlsh" and k is not None and int(k) != int(cfg.n_subpolicies):
+        raise ConfigError(f"init_from: {ckpt} has {k} sub-policies, this run asks for n_subpolicies="
+                          f"{cfg.n_subpolicies}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -82,13 +140,16 @@ def validate(cfg: DictConfig) -> None:
     if cfg.algo.name == "mlsh" and cfg.schedule.joint_iters == 0 and not cfg.get("init_from"):
         raise ConfigError("schedule.joint_iters=0 never trains the sub-policies: give init_from=<run folder or "
                           "checkpoints/task_* folder> whose sub-policies the master should use, or joint_iters >= 1")
+    keep = cfg.get("checkpoint", {}).get("keep_last")
+    if keep is not None:
+        _int(cfg, "checkpoint.keep_last", 1)
+    for section in ("algo.master", "algo.subpolicy", "algo.policy"):
+        node = OmegaConf.select(cfg, section)
+        if node is not None and "ppo" in node:
+            _ppo(node.ppo, section + ".ppo")
+    _env_kwargs(cfg)
     if cfg.get("init_from"):
-        from mlsh.checkpoint import resolve
-
-        try:
-            resolve(cfg.init_from)
-        except FileNotFoundError as err:
-            raise ConfigError(f"init_from: {err}") from None
+        _init_from(cfg)
     mode = cfg.logger.mode
     if mode not in ("online", "offline", "disabled"):
         raise ConfigError(f"logger.mode must be one of ['online', 'offline', 'disabled'], got {mode!r}")

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 
+from mlsh.faults import check_array
+
 STAGGERS = ("original", "wrapped")
 
 
@@ -105,6 +107,8 @@ class EpisodeStats(VecEnvWrapper):
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
+        check_array(obs, "observation")
+        check_array(rewards, "reward")
         self._running += rewards
         for i in np.flatnonzero(dones):
             self._done[i].append(float(self._running[i]))

@@ -21,7 +21,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
 import envs  # noqa: F401  (registers mlsh/* envs)
-from mlsh import sb3_adapter
+from mlsh import faults, sb3_adapter
 from mlsh.groups import EpisodeStats, GroupView, TaskVecEnv, TaskVecNormalize, group_slices
 from mlsh.master import MasterPolicy
 from mlsh.selection import SubPolicySelectionVecEnv
@@ -134,7 +134,9 @@ def _joint_flags(joint: bool | Sequence[bool], n_groups: int) -> list[bool]:
 
 
 class _Groups:
-    """The task-group layout that every learner shares: ``n_groups`` slices of ``n_envs`` envs of ``venv``."""
+    """The task-group layout that every learner shares: ``n_groups`` slices of ``n_envs`` envs of ``venv``.
+
+    ``top_env`` is the outermost env of the learner's stack (what ``mlsh.snapshot`` captures for exact resume)."""
 
     def __init__(self, cfg: DictConfig, venv: VecEnv):
         self.n_groups = int(cfg.schedule.get("n_groups", 1))
@@ -157,9 +159,12 @@ class MLSHLearner(_Groups):
         sub = cfg.algo.subpolicy
         self.subs = [build_ppo(sub, venv, self.per_env, rollout_buffer_class=sb3_adapter.VariableRolloutBuffer)
                      for _ in range(cfg.n_subpolicies)]
+        for k, model in enumerate(self.subs):
+            faults.watch(model, f"sub-policy {k}")
         self.sub_learner = SubPolicyLearner(self.subs, sub.ppo.gamma, sub.ppo.gae_lambda, sub.advantage_norm,
                                             sub.get("group_weighting", "groups"), sub.get("minibatches"))
         self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma)
+        self.top_env = self.env
         self.masters: list[PPO | None] = [None] * self.n_groups
 
     def start_task(self, task: Any, group: int = 0) -> None:
@@ -168,6 +173,7 @@ class MLSHLearner(_Groups):
         self.masters[group] = master = build_ppo(m, GroupView(self.env, self.indices[group]), self.macro_steps,
                                                  policy=MasterPolicy,
                                                  policy_kwargs={"random_pick_prob": m.random_pick_prob})
+        faults.watch(master, f"the master of group {group}")
         sb3_adapter.begin_collection(master, first_obs)
 
     def iterate(self, joint: bool | Sequence[bool]) -> tuple[dict[str, float], list[dict[str, float]]]:
@@ -216,6 +222,11 @@ class MLSHLearner(_Groups):
         """Each of ``groups``' master weights from a checkpoint (after ``start_task`` built them): resume mid-task."""
         _load_group_models(self.masters, folder, groups, lambda g: f"master_g{g}.zip")
 
+    def live_models(self, groups: Sequence[int]) -> dict[str, PPO]:
+        """The models whose state carries over to the next iteration: the sub-policies and ``groups``' masters."""
+        return {**{f"sub{k}": m for k, m in enumerate(self.subs)},
+                **{f"master_g{g}": self.masters[g] for g in groups}}
+
 
 class SharedLearner(_Groups):
     """The shared-policy baseline: one PPO policy trained across all tasks of all groups (never reset)."""
@@ -223,7 +234,9 @@ class SharedLearner(_Groups):
     def __init__(self, cfg: DictConfig, venv: VecEnv):
         super().__init__(cfg, venv)
         self.cfg, self.venv = cfg, venv
+        self.top_env = venv
         self.model = build_ppo(cfg.algo.policy, venv, self.per_env)
+        faults.watch(self.model, "the shared policy")
         sb3_adapter.begin_collection(self.model, np.zeros((venv.num_envs, *venv.observation_space.shape),
                                                           dtype=venv.observation_space.dtype))
 
@@ -252,6 +265,9 @@ class SharedLearner(_Groups):
     def load_masters(self, folder: Path, groups: Sequence[int]) -> None:
         """Nothing is per task."""
 
+    def live_models(self, groups: Sequence[int]) -> dict[str, PPO]:
+        return {"policy": self.model}
+
 
 class ScratchLearner(_Groups):
     """The single-policy-from-scratch baseline: a fresh PPO policy for every task of every group."""
@@ -259,12 +275,14 @@ class ScratchLearner(_Groups):
     def __init__(self, cfg: DictConfig, venv: VecEnv):
         super().__init__(cfg, venv)
         self.cfg, self.venv = cfg, venv
+        self.top_env = venv
         self.models: list[PPO | None] = [None] * self.n_groups
 
     def start_task(self, task: Any, group: int = 0) -> None:
         first_obs = self.venv.reset_envs(self.indices[group], {"task": task})
         self.models[group] = model = build_ppo(self.cfg.algo.policy, GroupView(self.venv, self.indices[group]),
                                                self.per_env)
+        faults.watch(model, f"the policy of group {group}")
         sb3_adapter.begin_collection(model, first_obs)
 
     def iterate(self, joint: bool | Sequence[bool]) -> tuple[dict[str, float], list[dict[str, float]]]:
@@ -290,6 +308,9 @@ class ScratchLearner(_Groups):
     def load_masters(self, folder: Path, groups: Sequence[int]) -> None:
         """Each of ``groups``' policy of its current task (resume mid-task)."""
         _load_group_models(self.models, folder, groups, self._file)
+
+    def live_models(self, groups: Sequence[int]) -> dict[str, PPO]:
+        return {self._file(g): self.models[g] for g in groups}
 
     @staticmethod
     def _file(group: int) -> str:

@@ -1,15 +1,20 @@
 """Continue an interrupted run from its latest checkpoint: ``python -m mlsh.resume <run dir> [--n-tasks N]``.
 
-The run's own config (``.hydra/config.yaml``) is used; metrics logged after the checkpoint (the unfinished task)
-are dropped and redone, so ``metrics.jsonl`` has neither gaps nor duplicates; the W&B run is resumed by its id.
+The run's own config (``.hydra/config.yaml``) is used. The run continues exactly as if it had never stopped
+(``mlsh.snapshot``): metrics logged after the checkpoint are dropped and redone identically, so ``metrics.jsonl``
+has neither gaps nor duplicates; the W&B run is resumed by its id and keeps its group. A checkpoint that fails its
+manifest is skipped, with a warning naming the bad file, for the newest good one.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from pathlib import Path
 
 from mlsh.evaluate import load_run_config
+from mlsh.faults import NonFiniteError
 from mlsh.train import meta_train
 
 
@@ -23,9 +28,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.n_tasks is not None:
             cfg.schedule.n_tasks = args.n_tasks
         summary = meta_train(cfg, args.run_dir, progress=cfg.progress_bar, resume=True)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, NonFiniteError) as err:
         raise SystemExit(f"error: {err}") from None
     print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    if "stopped_by" in summary:
+        print(f"stopped by {summary['stopped_by']}; checkpoint {summary['checkpoint']}; continue with: "
+              f"python -m mlsh.resume {args.run_dir}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signal.Signals[summary["stopped_by"]].value)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,21 @@ Collection and update live in the learners (``mlsh.learners``); this loop only s
 from __future__ import annotations
 
 import json
+import signal
+import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.utils import set_random_seed
 from tqdm import tqdm
 
-from mlsh import checkpoint
+from mlsh import checkpoint, faults, snapshot
 from mlsh.config import validate
 from mlsh.groups import GroupClock, stagger
 from mlsh.learners import make_learner, make_task_env, sample_task, task_rng
@@ -30,13 +34,49 @@ def setup_torch(cfg: DictConfig) -> None:
     set_random_seed(cfg.seed)
 
 
-def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) -> dict[str, Any]:
-    """Load the latest checkpoint into ``learner`` and ``rng``; drop the metrics logged after it.
+# values a resumed run may change: its budget and how it reports
+RESUMABLE_CHANGES = ("schedule.n_tasks", "schedule.max_minutes", "progress_bar", "logger")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config values that decide what a run computes (flattened), saved with each checkpoint."""
+    flat = _flat(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in flat.items() if not any(k == c or k.startswith(c + ".") for c in RESUMABLE_CHANGES)}
+
+
+def _check_same_config(cfg: DictConfig, state: dict[str, Any], ckpt: Path) -> None:
+    saved = state.get("config")
+    if saved is None:
+        return  # checkpoints from before configs were saved with them
+    now = run_config(cfg)
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:5])
+        raise ValueError(f"{ckpt.parent.parent} holds a run of another config ({shown}"
+                         f"{', ...' if len(differ) > 5 else ''}): resume it with its own config "
+                         f"(python -m mlsh.resume), or start the new run in another folder")
+
+
+def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) -> dict[str, Any] | None:
+    """Load the latest good checkpoint into ``learner`` and ``rng``; drop the metrics logged after it.
 
     Returns the loop's position: the groups' clocks, tasks sampled and done, global step, the finished tasks'
-    returns and the minutes so far. Groups that were mid-task get their task back (envs reset) and their master."""
+    returns and the minutes so far; None when the run never wrote a checkpoint (it starts over). Groups that were
+    mid-task get their task and master back; then ``mlsh.snapshot`` restores the random states, the env states and
+    the models' live attributes, so that the run continues exactly as if never stopped."""
+    if not checkpoint.list_checkpoints(run_dir):
+        warnings.warn(f"{run_dir} has no checkpoint yet: starting the run over", stacklevel=3)
+        (run_dir / "metrics.jsonl").write_text("")
+        return None
     ckpt = checkpoint.latest(run_dir)
     state = checkpoint.read_state(ckpt)
+    _check_same_config(learner.cfg, state, ckpt)
     learner.load(ckpt)
     rng.bit_generator.state = state["task_rng"]
     step = int(state["global_step"])
@@ -53,16 +93,68 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) ->
     for g in mid_task:
         learner.start_task(clocks[g].task, g)
     learner.load_masters(ckpt, mid_task)
+    live = snapshot.load(ckpt)
+    if live is None:
+        warnings.warn(f"checkpoint {ckpt} is from before exact resume: the run continues from its weights, but "
+                      "random and env states start afresh", stacklevel=3)
+    else:
+        snapshot.restore(live, learner.live_models(mid_task), learner.top_env)
     rows = [r for r in read_metrics(run_dir) if r["global_step"] <= step]
     tmp = run_dir / "metrics.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(run_dir / "metrics.jsonl")
+    minutes = state.get("minutes")
+    if minutes is None:
+        minutes = max((r["time_minutes"] for r in rows if "time_minutes" in r), default=0.0)
     return {
-        "clocks": clocks, "sampled": sampled, "done": done, "step": step,
-        "finals": [r["task/final_return"] for r in rows if "task/final_return" in r],
+        "clocks": clocks, "sampled": sampled, "done": done, "step": step, "iteration": state.get("iteration"),
+        # a task whose last iteration ended no episode logged its final return as null (NaN)
+        "finals": [float("nan") if r["task/final_return"] is None else r["task/final_return"]
+                   for r in rows if "task/final_return" in r],
         "warmups": [r["task/warmup_return"] for r in rows if r.get("task/warmup_return") is not None],
-        "minutes": max((r["time_minutes"] for r in rows if "time_minutes" in r), default=0.0),
+        "minutes": float(minutes),
     }
+
+
+class _StopSignals:
+    """SIGTERM, SIGINT and SIGUSR2 (SLURM's and submitit's preemption and timeout signal) ask the loop to
+    checkpoint after the current iteration (``requested`` names the signal). Then, if a launcher had installed
+    its own Python handler for that signal (submitit requeues the job on SIGUSR2 and ignores SIGTERM), that
+    handler runs (``forward``) and training goes on if it returns; otherwise the run stops. A second SIGINT stops
+    at once (``KeyboardInterrupt``). Installed only in the main thread."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, name))
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"\n{self.requested}: checkpointing after this iteration", file=sys.stderr, flush=True)
+
+    def forward(self) -> bool:
+        """After the checkpoint: hand the signal to the launcher's handler; True if training should go on."""
+        name, self.requested = self.requested, None
+        previous = self._previous.get(signal.Signals[name])
+        if not callable(previous) or previous is signal.default_int_handler:
+            return False
+        print(f"{name}: checkpoint written; handing over to {getattr(previous, '__qualname__', previous)}",
+              file=sys.stderr, flush=True)
+        previous(signal.Signals[name].value, None)  # submitit: requeue the job and exit
+        return True
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _mean(values: list[float]) -> float:
@@ -93,13 +185,15 @@ def iteration_metrics(shared: dict[str, float], per_group: list[dict[str, float]
 
 def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progress: bool = True,
                resume: bool = False) -> dict[str, Any]:
-    """Meta-train into ``run_dir``; with ``resume``, continue from its latest checkpoint (metrics after it are
-    dropped, so none is lost or duplicated beyond the work since that checkpoint).
+    """Meta-train into ``run_dir``; with ``resume``, continue from its latest good checkpoint, exactly (metrics
+    logged after the checkpoint are dropped and redone identically).
 
     ``schedule.n_groups`` task groups run side by side (``mlsh.groups``): every iteration each group collects
     ``schedule.rollout_steps`` primitive steps and its master trains on them; the sub-policies take one update from
-    the groups then in their joint phase. A checkpoint is written whenever a task finishes; the run stops once
-    ``schedule.n_tasks`` tasks have finished (tasks still running in other groups are dropped)."""
+    the groups then in their joint phase. A checkpoint is written whenever a task finishes, and when SIGTERM or
+    SIGINT arrives (after the current iteration; the summary's ``stopped_by`` names the signal); the run stops
+    once ``schedule.n_tasks`` tasks have finished (tasks still running in other groups are dropped). A non-finite
+    value anywhere raises ``NonFiniteError`` before anything is checkpointed."""
     validate(cfg)
     setup_torch(cfg)
     run_dir = Path(run_dir)
@@ -111,17 +205,17 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     per_task = sched.warmup_iters + sched.joint_iters
     # The baselines have no warmup: they update their policy every iteration.
     warmup = sched.warmup_iters if cfg.algo.name == "mlsh" else 0
-    if cfg.get("init_from") and not resume:
-        learner.load(checkpoint.resolve(cfg.init_from))
-    if resume:
-        pos = _restore(run_dir, learner, rng, per_task)
-    else:
+    pos = _restore(run_dir, learner, rng, per_task) if resume else None
+    if pos is None:
+        if cfg.get("init_from"):
+            learner.load(checkpoint.resolve(cfg.init_from))
         kind = sched.get("stagger", "original")
         pos = {"clocks": [GroupClock(g, it=-stagger(g, sched.warmup_iters, sched.joint_iters, kind))
                           for g in range(n_groups)],
-               "sampled": 0, "done": 0, "step": 0, "finals": [], "warmups": [], "minutes": 0.0}
+               "sampled": 0, "done": 0, "step": 0, "iteration": 0, "finals": [], "warmups": [], "minutes": 0.0}
     clocks: list[GroupClock] = pos["clocks"]
     sampled, done, step = pos["sampled"], pos["done"], pos["step"]
+    iteration = pos["iteration"] if pos["iteration"] is not None else step // (n_groups * sched.rollout_steps)
     finals, warmups, minutes_before = pos["finals"], pos["warmups"], pos["minutes"]
 
     def start_tasks() -> None:
@@ -133,53 +227,96 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                 sampled += 1
                 learner.start_task(c.task, c.group)
 
+    def minutes() -> float:
+        return minutes_before + (time.perf_counter() - start) / 60
+
+    def save(folder: Path) -> Path:
+        mid_task = [c.group for c in clocks if c.it < per_task]
+        state = {"task_index": done - 1, "global_step": step, "iteration": iteration, "minutes": minutes(),
+                 "algo": cfg.algo.name, "env": cfg.env.name, "n_subpolicies": int(cfg.n_subpolicies),
+                 "tasks_done": done, "tasks_sampled": sampled, "groups": [c.state() for c in clocks],
+                 "task_rng": rng.bit_generator.state, "config": run_config(cfg)}
+        live = snapshot.capture(learner.live_models(mid_task), learner.top_env)
+
+        def fill(tmp: Path) -> None:
+            learner.save(tmp)
+            snapshot.save(live, tmp)
+
+        folder = checkpoint.write(folder, fill, state)
+        checkpoint.prune(run_dir, cfg.checkpoint.get("keep_last"))
+        logger.commit()  # W&B gets the rows up to this checkpoint, never rows a resume would redo
+        return folder
+
+    def where() -> str:
+        tasks = ", ".join(f"group {c.group}: task #{c.task_index} ({c.task}), iteration {c.it}" for c in clocks)
+        return f"at global step {step}, iteration {iteration} ({tasks})"
+
     logger = RunLogger(run_dir, cfg, group=group, job_type=cfg.algo.name, name=run_dir.name, resume=resume)
     start, start_step = time.perf_counter(), step
     bar = tqdm(total=sched.n_tasks, initial=done, unit="task", disable=not progress, dynamic_ncols=True)
-    exit_code = 1
+    exit_code, stopped_by, last = 1, None, None
     try:
-        start_tasks()
-        while done < sched.n_tasks:
-            t0 = time.perf_counter()
-            joint = [c.joint(warmup) for c in clocks]
-            shared, per_group = learner.iterate(joint)
-            returns = [venv.pop(sl) for sl in learner.slices]
-            step += n_groups * sched.rollout_steps
-            row = iteration_metrics(shared, per_group, returns, clocks, joint)
-            row["steps_per_second"] = n_groups * sched.rollout_steps / (time.perf_counter() - t0)
-            row["time_minutes"] = minutes_before + (time.perf_counter() - start) / 60
-            logger.log(row, step)
-            finished = []
-            for c, rets in zip(clocks, returns, strict=True):
-                if warmup > 0 and c.it == warmup - 1:
-                    c.warmup_return = _mean(rets)
-                c.it += 1
-                if c.it == per_task:
-                    finished.append((c, _mean(rets)))
-            for c, final in finished:
-                finals.append(final)
-                if c.warmup_return is not None:
-                    warmups.append(c.warmup_return)
-                logger.log({"task/final_return": final, "task/warmup_return": c.warmup_return,
-                            "task/index": c.task_index, "task/task": c.task, "task/group": c.group}, step)
-                done += 1
-            bar.update(len(finished))
-            bar.set_postfix(steps=step, ret=f"{row['episode_return']:.1f}",
-                            sps=f"{(step - start_step) / (time.perf_counter() - start):.0f}")
-            if not finished:
-                continue
-            state = {"global_step": step, "algo": cfg.algo.name, "tasks_done": done, "tasks_sampled": sampled,
-                     "groups": [c.state() for c in clocks], "task_rng": rng.bit_generator.state}
-            checkpoint.save(learner, run_dir, done - 1, state, keep_last=cfg.checkpoint.get("keep_last"))
-            if sched.get("max_minutes") and time.perf_counter() - start > 60 * sched.max_minutes:
-                break
-            # MLSH's early stop reads the return at the end of warmup: a fresh master over the current sub-policies
-            target, window = sched.get("target_return"), sched.get("target_window", 20)
-            stop_on = warmups if warmup > 0 else finals
-            if target is not None and len(stop_on) >= window and np.mean(stop_on[-window:]) >= target:
-                break
-            if done < sched.n_tasks:
-                start_tasks()
+        with _StopSignals() as signals:
+            start_tasks()
+            while done < sched.n_tasks:
+                t0 = time.perf_counter()
+                joint = [c.joint(warmup) for c in clocks]
+                try:
+                    shared, per_group = learner.iterate(joint)
+                    faults.check_records(shared, "the sub-policy update")
+                    for g, metrics in enumerate(per_group):
+                        faults.check_records(metrics, f"group {g}'s update")
+                    for name, model in learner.live_models(range(n_groups)).items():
+                        faults.check_model(model, name)
+                except faults.NonFiniteError as err:
+                    good = checkpoint.list_checkpoints(run_dir)
+                    raise faults.NonFiniteError(
+                        f"{err} {where()}; nothing was checkpointed after it"
+                        + (f" (the latest checkpoint, {good[-1]}, is from before)" if good else "")) from None
+                returns = [venv.pop(sl) for sl in learner.slices]
+                step += n_groups * sched.rollout_steps
+                iteration += 1
+                row = iteration_metrics(shared, per_group, returns, clocks, joint)
+                row["steps_per_second"] = n_groups * sched.rollout_steps / (time.perf_counter() - t0)
+                row["time_minutes"] = minutes()
+                logger.log(row, step)
+                finished = []
+                for c, rets in zip(clocks, returns, strict=True):
+                    if warmup > 0 and c.it == warmup - 1:
+                        c.warmup_return = _mean(rets)
+                    c.it += 1
+                    if c.it == per_task:
+                        finished.append((c, _mean(rets)))
+                for c, final in finished:
+                    finals.append(final)
+                    if c.warmup_return is not None:
+                        warmups.append(c.warmup_return)
+                    logger.log({"task/final_return": final, "task/warmup_return": c.warmup_return,
+                                "task/index": c.task_index, "task/task": c.task, "task/group": c.group}, step)
+                    done += 1
+                bar.update(len(finished))
+                bar.set_postfix(steps=step, ret=f"{row['episode_return']:.1f}",
+                                sps=f"{(step - start_step) / (time.perf_counter() - start):.0f}")
+                if finished:
+                    last = save(checkpoint.task_dir(run_dir, done - 1))
+                if signals.requested:
+                    if not finished:
+                        last = save(checkpoint.stop_dir(run_dir, step))
+                    signal_name = signals.requested
+                    if not signals.forward():
+                        stopped_by = signal_name
+                        break
+                if not finished:
+                    continue
+                if sched.get("max_minutes") and minutes() > sched.max_minutes:
+                    break
+                # MLSH's early stop reads the return at the end of warmup: a fresh master over the current sub-policies
+                target, window = sched.get("target_return"), sched.get("target_window", 20)
+                stop_on = warmups if warmup > 0 else finals
+                if target is not None and len(stop_on) >= window and np.mean(stop_on[-window:]) >= target:
+                    break
+                if done < sched.n_tasks:
+                    start_tasks()
         exit_code = 0
     finally:
         bar.close()
@@ -189,10 +326,13 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
             "global_step": step,
             "minutes": elapsed / 60,
             "steps_per_second": (step - start_step) / max(elapsed, 1e-9),
-            "final_return_last10": float(np.mean(finals[-10:])) if finals else float("nan"),
+            "final_return_last10": float(np.nanmean(finals[-10:])) if np.isfinite(finals[-10:]).any() else float("nan"),
             "warmup_return_last10": float(np.mean(warmups[-10:])) if warmups else float("nan"),
         }
         logger.summary(summary)
         logger.close(exit_code)
         venv.close()
+    if stopped_by is not None:
+        summary["stopped_by"] = stopped_by
+        summary["checkpoint"] = str(last)
     return summary

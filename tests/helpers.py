@@ -102,3 +102,11 @@ def smoke_iterations(run_dir, *overrides: str) -> list[dict]:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if "episode_return" in r]
+
+
+
+def wandb_history(run_dir) -> list[dict]:
+    """The history rows that W&B wrote for the runs in ``run_dir/wandb``, oldest first."""
+    from mlsh.runlog import wandb_local_history
+
+    return wandb_local_history(run_dir)

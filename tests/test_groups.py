@@ -295,10 +295,10 @@ def test_resume_of_a_run_with_groups_continues_their_clocks(compose, tmp_path):
     shutil.rmtree(checkpoint.task_dir(tmp_path / "cut", 2))
     meta_train(cfg, tmp_path / "cut", progress=False, resume=True)
     full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
-    key = ["global_step", "task_index", "group0/task_index", "group1/task_index", "group0/phase_joint",
-           "group1/phase_joint", "task/index", "task/group"]
-    assert [[r.get(k) for k in key] for r in cut] == [[r.get(k) for k in key] for r in full]
-    with pytest.raises(ValueError, match="holds 2 task groups.*n_groups=3"):
+    timing = ("steps_per_second", "time_minutes")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in cut] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in full]  # exact resume (tests/test_reliability.py)
+    with pytest.raises(ValueError, match=r"another config \(schedule.n_groups: 2 -> 3"):
         cfg3 = compose(*TINY, "schedule.n_groups=3", "schedule.warmup_iters=2", "schedule.joint_iters=1",
                        "schedule.n_tasks=5")
         meta_train(cfg3, tmp_path / "cut", progress=False, resume=True)

@@ -74,7 +74,8 @@ def test_baselines_run_with_the_same_budget_and_logging(tmp_path, algo, files):
     iters = [r for r in rows if "episode_return" in r]
     assert [r["global_step"] for r in iters] == [200, 400, 600, 800]
     assert "policy/value_loss" in iters[0]
-    assert sorted(p.name for p in checkpoint.latest(run_dir).iterdir()) == sorted([*files, "state.json"])
+    assert sorted(p.name for p in checkpoint.latest(run_dir).iterdir()) == \
+        sorted([*files, "state.json", "resume.pkl", "manifest.json"])
     run("-m", "mlsh.evaluate", str(run_dir), "--tasks", "1", "--updates", "1")
     assert json.loads((run_dir / "eval.json").read_text())["algo"] == algo
 
@@ -98,7 +99,7 @@ def test_checkpoint_round_trip(compose, tmp_path):
     a = MLSHLearner(cfg, make_task_env(cfg, seed=0))
     a.start_task(0)
     a.iterate(joint=True)
-    checkpoint.save(a, tmp_path, 0, {"global_step": 200})
+    checkpoint.write(checkpoint.task_dir(tmp_path, 0), a.save, {"global_step": 200})
     th.manual_seed(123)
     b = MLSHLearner(cfg, make_task_env(cfg, seed=1))
     b.load(checkpoint.latest(tmp_path))
@@ -151,11 +152,19 @@ def test_resume_continues_from_the_last_checkpoint_without_duplicate_metrics(com
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)][-1] == "task_00003"
 
 
-def test_resume_without_a_checkpoint_fails_clearly(compose, tmp_path):
+def test_resume_without_a_checkpoint_starts_the_run_over(compose, tmp_path):
+    from mlsh.runlog import read_metrics
     from mlsh.train import meta_train
 
-    with pytest.raises(FileNotFoundError, match="no checkpoint under"):
-        meta_train(compose("schedule=smoke", "logger.mode=disabled"), tmp_path, progress=False, resume=True)
+    cfg = compose("schedule=smoke", "logger.mode=disabled")
+    meta_train(cfg, tmp_path / "plain", progress=False)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "metrics.jsonl").write_text('{"global_step": 200}\n')  # killed before its first checkpoint
+    with pytest.warns(UserWarning, match="has no checkpoint yet: starting the run over"):
+        meta_train(cfg, tmp_path / "cut", progress=False, resume=True)
+    timing = ("steps_per_second", "time_minutes")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(tmp_path / "cut")] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(tmp_path / "plain")]
 
 
 def test_init_from_loads_subpolicies_of_another_run_and_checks_the_fit(compose, smoke_run, tmp_path):
