@@ -44,7 +44,7 @@ def differences(a: Path, b: Path) -> list[str]:
     rb = [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(b)]
     found = []
     if ra != rb:
-        first = next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), min(len(ra), len(rb)))
+        first = next((i for i, (x, y) in enumerate(zip(ra, rb, strict=False)) if x != y), min(len(ra), len(rb)))
         found.append(f"metrics differ from row {first} ({len(ra)} vs {len(rb)} rows)")
     ca, cb = checkpoint.latest(a), checkpoint.latest(b)
     if ca.name != cb.name:
