@@ -112,8 +112,8 @@ def evaluate_run(run_dir: Path, n_tasks: int = 20, n_updates: int = 10, seed: in
     cfg = load_run_config(run_dir)
     ckpt = None
     if cfg.algo.name != "scratch":
-        ckpt = Path(checkpoint_dir) if checkpoint_dir else checkpoint.latest(run_dir)
-        checkpoint.read_state(ckpt)  # fails clearly on a missing or corrupt checkpoint
+        # verified against its manifest; the latest good one by default (a bad newer one is skipped with a warning)
+        ckpt = checkpoint.resolve(checkpoint_dir) if checkpoint_dir else checkpoint.latest(run_dir)
     result = transfer(cfg, ckpt, n_tasks, n_updates, cfg.seed if seed is None else seed, progress)
     result["run_dir"] = str(run_dir)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
