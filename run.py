@@ -17,6 +17,16 @@ from omegaconf import DictConfig
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+def _remove_hydra_files(run_dir, job_name: str) -> None:
+    """Undo what Hydra wrote for a job that never started (its .hydra/ and log); the folder only if then empty."""
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    (run_dir / f"{job_name}.log").unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # it holds other files: leave them
+
+
 def _fail(message: str, multirun: bool) -> float:
     if not multirun:
         raise SystemExit(message)
@@ -38,15 +48,16 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode.name == "MULTIRUN"
     name = f"job {hc.job.num} ({hc.job.override_dirname}): " if multirun else ""
-    resume = bool(checkpoint.list_checkpoints(run_dir))
+    # a run was started here (a requeued job, or the same hydra.run.dir again): continue it
+    resume = bool(checkpoint.list_checkpoints(run_dir)) or (run_dir / "metrics.jsonl").exists()
     try:
         validate(cfg)
     except ConfigError as err:
-        if not resume and not (run_dir / "metrics.jsonl").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)  # only Hydra's .hydra/ and log were written
+        if not resume:
+            _remove_hydra_files(run_dir, hc.job.name)
         return _fail(f"{name}config error: {err}", multirun)
     if resume:
-        print(f"{run_dir} holds checkpoints: resuming it", file=sys.stderr, flush=True)
+        print(f"{run_dir} holds a run: resuming it", file=sys.stderr, flush=True)
     else:
         write_provenance(run_dir)
     group = Path(hc.sweep.dir).name if multirun else None

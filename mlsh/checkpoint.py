@@ -6,7 +6,8 @@ step, tasks, the groups' clocks, the task stream), ``resume.pkl`` (``mlsh.snapsh
 the models' live attributes) and ``manifest.json`` (size and SHA-256 of every other file). A folder is written as
 ``<name>.tmp`` and renamed when complete, so a kill never leaves a partial checkpoint under a real name; the
 manifest catches what breaks later (a truncated or edited file). ``latest`` skips a checkpoint that fails its
-manifest, with a warning that names the file, and returns the newest good one.
+manifest, with a warning that names the file, and returns the newest good one; a resume renames the skipped ones
+``<name>.bad``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def prune(run_dir: Path, keep_last: int | None) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
     if keep_last is not None:
         for old in list_checkpoints(run_dir)[:-keep_last]:
-            shutil.rmtree(old)
+            gone = old.with_name(old.name + ".old")  # renamed first: a kill mid-delete leaves no half checkpoint
+            old.rename(gone)
+            shutil.rmtree(gone)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -80,7 +83,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and (p / "state.json").exists()
-             and not p.name.endswith((".tmp", ".old"))]
+             and not p.name.endswith((".tmp", ".old", ".bad"))]
 
     def key(p: Path) -> tuple[int, str]:
         try:
@@ -123,6 +126,19 @@ def latest(run_dir: Path) -> Path:
             continue
         return folder
     raise CheckpointError(f"every checkpoint under {Path(run_dir) / 'checkpoints'} is corrupt (see the warnings)")
+
+
+def set_aside_newer(run_dir: Path, good: Path) -> list[Path]:
+    """Rename the checkpoints newer than ``good`` (those ``latest`` skipped as corrupt) to ``<name>.bad``, so
+    that a resumed run neither prunes ``good`` in their favour nor falls back to them again; they are kept."""
+    found = list_checkpoints(run_dir)
+    moved = []
+    for folder in found[found.index(good) + 1:]:
+        bad = folder.with_name(folder.name + ".bad")
+        shutil.rmtree(bad, ignore_errors=True)
+        folder.rename(bad)
+        moved.append(bad)
+    return moved
 
 
 def read_state(folder: Path) -> dict[str, Any]:

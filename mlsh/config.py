@@ -31,7 +31,7 @@ def _int(cfg: DictConfig, key: str, minimum: int) -> int:
 
 
 def _ppo(ppo: DictConfig, key: str) -> None:
-    lr = ppo.get("learning_rate")
+    lr = ppo.get("learning_rate", 3e-4)  # SB3's default when unset
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr <= 1:
         raise ConfigError(f"{key}.learning_rate must be a number in (0, 1], got {lr!r} (Adam steps of that size "
                           "diverge or do nothing)")
@@ -66,8 +66,13 @@ def _env_kwargs(cfg: DictConfig) -> None:
         raise ConfigError(f"env.kwargs: {unknown} not arguments of {env_cls.__name__}; allowed: {allowed}")
 
 
+def env_spaces(observation_space, action_space) -> dict[str, str]:
+    """What a checkpoint's policies need of an env: its observation shape and its action space."""
+    return {"observation": str(tuple(observation_space.shape)), "action": str(action_space)}
+
+
 def _init_from(cfg: DictConfig) -> None:
-    """``init_from`` must be a good checkpoint of the same env and number of sub-policies."""
+    """``init_from`` must be a good checkpoint whose policies fit this env's spaces, with the same K."""
     from mlsh.checkpoint import CheckpointError, read_state, resolve
 
     try:
@@ -77,10 +82,14 @@ def _init_from(cfg: DictConfig) -> None:
     state = read_state(ckpt)
     run_cfg = ckpt.parent.parent / ".hydra" / "config.yaml"
     saved = OmegaConf.load(run_cfg) if run_cfg.exists() else None
-    env = state.get("env") or (saved.env.name if saved is not None else None)
     k = state.get("n_subpolicies") or (saved.n_subpolicies if saved is not None else None)
-    if env is not None and env != cfg.env.name:
-        raise ConfigError(f"init_from: {ckpt} was trained on env {env!r}, this run is env={cfg.env.name}")
+    if state.get("spaces"):  # another env is the point of transfer; its spaces must fit the policies
+        env = gym.make(cfg.env.id, **(OmegaConf.to_container(cfg.env.kwargs) if cfg.env.get("kwargs") else {}))
+        here = env_spaces(env.observation_space, env.action_space)
+        env.close()
+        if here != state["spaces"]:
+            raise ConfigError(f"init_from: {ckpt} was trained on env {state.get('env')!r} with spaces "
+                              f"{state['spaces']}; env={cfg.env.name} has {here}")
     if cfg.algo.name == "mlsh" and k is not None and int(k) != int(cfg.n_subpolicies):
         raise ConfigError(f"init_from: {ckpt} has {k} sub-policies, this run asks for n_subpolicies="
                           f"{cfg.n_subpolicies}")

@@ -135,12 +135,16 @@ class RunLogger:
         self._rows = len(read_metrics(self.run_dir)) if resume and (self.run_dir / "metrics.jsonl").exists() else 0
         self._file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
         self._pending: list[dict[str, Any]] = []
-        self._sent = 0
+        self._sent = self._skip = 0
         self.wandb = None
         if cfg.logger.mode != "disabled":
             info = self._read_info() if resume else {}
             self._group = group or info.get("group")
-            self._sent = min(self._rows_in_wandb(info), self._rows)
+            in_wandb = self._rows_in_wandb(info)
+            self._sent = min(in_wandb, self._rows)
+            # W&B already holds rows beyond the checkpoint resumed from (a fallback past a corrupt one): the
+            # resumed run logs them again, identically; they are not sent twice
+            self._skip = max(0, in_wandb - self._rows)
             self.wandb = self._start(cfg, info.get("id"), job_type, name)
             if self.wandb is not None and self._sent < self._rows:  # committed rows the crashed run had not sent
                 self._pending = read_metrics(self.run_dir)[self._sent:]
@@ -218,8 +222,10 @@ class RunLogger:
         if self.wandb is None:
             return
         try:
-            for row in self._pending:
+            skip = min(self._skip, len(self._pending))
+            for row in self._pending[skip:]:
                 self.wandb.log(row)
+            self._skip -= skip
             self._sent += len(self._pending)
             self._pending = []
             self._write_info()

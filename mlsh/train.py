@@ -23,7 +23,7 @@ from stable_baselines3.common.utils import set_random_seed
 from tqdm import tqdm
 
 from mlsh import checkpoint, faults, snapshot
-from mlsh.config import validate
+from mlsh.config import env_spaces, validate
 from mlsh.groups import GroupClock, stagger
 from mlsh.learners import make_learner, make_task_env, sample_task, task_rng
 from mlsh.runlog import RunLogger, read_metrics
@@ -75,6 +75,7 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) ->
         (run_dir / "metrics.jsonl").write_text("")
         return None
     ckpt = checkpoint.latest(run_dir)
+    checkpoint.set_aside_newer(run_dir, ckpt)
     state = checkpoint.read_state(ckpt)
     _check_same_config(learner.cfg, state, ckpt)
     learner.load(ckpt)
@@ -118,38 +119,41 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) ->
 
 class _StopSignals:
     """SIGTERM, SIGINT and SIGUSR2 (SLURM's and submitit's preemption and timeout signal) ask the loop to
-    checkpoint after the current iteration (``requested`` names the signal). Then, if a launcher had installed
-    its own Python handler for that signal (submitit requeues the job on SIGUSR2 and ignores SIGTERM), that
-    handler runs (``forward``) and training goes on if it returns; otherwise the run stops. A second SIGINT stops
-    at once (``KeyboardInterrupt``). Installed only in the main thread."""
+    checkpoint after the current iteration (``pending`` lists them). Then ``forward`` hands each to the Python
+    handler that a launcher had installed for it, SIGUSR2 first (submitit requeues the job on SIGUSR2 and ignores
+    SIGTERM), and training goes on if they all return; a signal without such a handler stops the run. A second
+    SIGINT stops at once (``KeyboardInterrupt``). Signals that were ignored stay ignored. Main thread only."""
 
     SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, name))
 
     def __init__(self) -> None:
-        self.requested: str | None = None
+        self.pending: list[str] = []
         self._previous: dict[int, Any] = {}
 
-    def _handle(self, signum, frame) -> None:
-        if self.requested == "SIGINT" and signum == signal.SIGINT:
+    def _handle(self, signum, frame) -> None:  # only flags: printing here can collide with tqdm's writes
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and "SIGINT" in self.pending:
             raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        print(f"\n{self.requested}: checkpointing after this iteration", file=sys.stderr, flush=True)
+        if name not in self.pending:
+            self.pending.append(name)
 
-    def forward(self) -> bool:
-        """After the checkpoint: hand the signal to the launcher's handler; True if training should go on."""
-        name, self.requested = self.requested, None
-        previous = self._previous.get(signal.Signals[name])
-        if not callable(previous) or previous is signal.default_int_handler:
-            return False
-        print(f"{name}: checkpoint written; handing over to {getattr(previous, '__qualname__', previous)}",
-              file=sys.stderr, flush=True)
-        previous(signal.Signals[name].value, None)  # submitit: requeue the job and exit
-        return True
+    def forward(self) -> str | None:
+        """After the checkpoint: the signal that stops the run, or None when the launchers' handlers let it go on."""
+        pending, self.pending = sorted(self.pending, key=lambda n: n != "SIGUSR2"), []
+        for name in pending:
+            previous = self._previous.get(signal.Signals[name])
+            if not callable(previous) or previous is signal.default_int_handler:
+                return name
+            print(f"{name}: checkpoint written; handing over to {getattr(previous, '__qualname__', previous)}",
+                  file=sys.stderr, flush=True)
+            previous(signal.Signals[name].value, None)  # submitit: requeue the job and exit
+        return None
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -235,7 +239,8 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
         state = {"task_index": done - 1, "global_step": step, "iteration": iteration, "minutes": minutes(),
                  "algo": cfg.algo.name, "env": cfg.env.name, "n_subpolicies": int(cfg.n_subpolicies),
                  "tasks_done": done, "tasks_sampled": sampled, "groups": [c.state() for c in clocks],
-                 "task_rng": rng.bit_generator.state, "config": run_config(cfg)}
+                 "task_rng": rng.bit_generator.state, "config": run_config(cfg),
+                 "spaces": env_spaces(venv.observation_space, venv.action_space)}
         live = snapshot.capture(learner.live_models(mid_task), learner.top_env)
 
         def fill(tmp: Path) -> None:
@@ -299,12 +304,12 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                                 sps=f"{(step - start_step) / (time.perf_counter() - start):.0f}")
                 if finished:
                     last = save(checkpoint.task_dir(run_dir, done - 1))
-                if signals.requested:
+                if signals.pending:
+                    print(f"\n{', '.join(signals.pending)}: checkpointing", file=sys.stderr, flush=True)
                     if not finished:
                         last = save(checkpoint.stop_dir(run_dir, step))
-                    signal_name = signals.requested
-                    if not signals.forward():
-                        stopped_by = signal_name
+                    stopped_by = signals.forward()
+                    if stopped_by is not None:
                         break
                 if not finished:
                     continue

@@ -154,7 +154,7 @@ def test_sigterm_checkpoints_the_iteration_and_resume_is_identical(reference, tm
 
 
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_good_one(compose, tmp_path):
-    cfg = compose(*BASE, "schedule.n_tasks=3", "logger.mode=disabled")
+    cfg = compose(*BASE, "schedule.n_tasks=3", "logger.mode=offline")
     meta_train(cfg, tmp_path / "full", progress=False)
     shutil.copytree(tmp_path / "full", tmp_path / "cut")
     sub0 = tmp_path / "cut" / "checkpoints" / "task_00002" / "sub0.zip"
@@ -166,6 +166,47 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_good_one(compose, tmp_p
     with pytest.warns(UserWarning, match="sub0.zip"):
         meta_train(cfg, tmp_path / "cut", progress=False, resume=True)
     assert_same_run(tmp_path / "full", tmp_path / "cut")
+    assert (tmp_path / "cut" / "checkpoints" / "task_00002.bad" / "sub0.zip").exists()  # kept, set aside
+    # W&B held the rows up to the corrupt checkpoint already: the redone ones are not sent twice
+    assert [r["global_step"] for r in wandb_history(tmp_path / "cut")] == \
+        [r["global_step"] for r in read_metrics(tmp_path / "cut")]
+
+
+def test_signals_are_forwarded_to_a_launchers_handlers_sigusr2_first():
+    from mlsh.train import _StopSignals
+
+    calls = []
+    old = {sig: signal.getsignal(sig) for sig in _StopSignals.SIGNALS}
+    try:
+        signal.signal(signal.SIGUSR2, lambda s, f: calls.append("requeue"))  # as submitit's
+        signal.signal(signal.SIGTERM, lambda s, f: calls.append("bypass"))
+        with _StopSignals() as signals:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert signals.pending == ["SIGTERM", "SIGUSR2"] and not calls  # only flagged until the checkpoint
+            assert signals.forward() is None  # both launcher handlers returned: training goes on
+            assert calls == ["requeue", "bypass"]
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with _StopSignals() as signals:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert signals.forward() == "SIGTERM"  # no launcher handler: the run stops
+            os.kill(os.getpid(), signal.SIGINT)
+            with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C stops at once
+                os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def test_a_run_folder_killed_before_its_first_checkpoint_is_started_over_by_run_py(reference, tmp_path):
+    proc = start(tmp_path, mode="offline")
+    wait_for_rows(tmp_path, 1, proc)
+    proc.kill()
+    proc.communicate()
+    assert not checkpoint.list_checkpoints(tmp_path)
+    code, out = finish(start(tmp_path, mode="offline"))  # the same command again, as a requeued job
+    assert code == 0 and "holds a run: resuming it" in out and "starting the run over" in out
+    assert_same_run(reference / "one", tmp_path)
 
 
 def test_a_torn_last_metrics_line_is_dropped_with_a_warning(compose, tmp_path):
@@ -250,9 +291,10 @@ def test_wandb_dying_mid_run_does_not_stop_training(tmp_path):
     proc = start(tmp_path, mode="offline")
     wait_for_rows(tmp_path, 10, proc)
     killed = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):  # W&B's service process, wandb-core
+    for pid in filter(str.isdigit, os.listdir("/proc")):  # this run's W&B service process, wandb-core
         try:
-            if b"wandb-core" in open(f"/proc/{pid}/cmdline", "rb").read():
+            parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            if parent == proc.pid and b"wandb-core" in open(f"/proc/{pid}/cmdline", "rb").read():
                 os.kill(int(pid), signal.SIGKILL)
                 killed += 1
         except OSError:
@@ -331,12 +373,13 @@ def test_bad_values_get_named_errors_before_any_work(compose, override, message)
         validate(compose(override))
 
 
-def test_init_from_another_env_or_k_is_a_named_error(compose, tmp_path):
+def test_init_from_an_env_of_other_spaces_or_another_k_is_a_named_error(compose, tmp_path):
     meta_train(compose(*BASE, "schedule.n_tasks=1", "logger.mode=disabled"), tmp_path, progress=False)
-    with pytest.raises(ConfigError, match="was trained on env 'movement_bandits', this run is env=four_rooms"):
+    with pytest.raises(ConfigError, match=r"was trained on env 'movement_bandits' with spaces .*env=four_rooms has"):
         validate(compose("env=four_rooms", f"init_from={tmp_path}"))
     with pytest.raises(ConfigError, match="has 2 sub-policies, this run asks for n_subpolicies=3"):
         validate(compose("n_subpolicies=3", f"init_from={tmp_path}"))
+    validate(compose("+env.kwargs.step_size=10.0", f"init_from={tmp_path}"))  # another env of the same spaces is fine
 
 
 def test_a_config_error_leaves_no_run_folder_and_a_bad_sweep_job_fails_alone(tmp_path):
