@@ -287,19 +287,26 @@ def test_an_unwritable_wandb_folder_warns_and_training_goes_on(tmp_path):
     assert [r["task/index"] for r in read_metrics(tmp_path) if "task/index" in r] == [0, 1]
 
 
+def wandb_core_children(pid: int) -> list[int]:
+    """The W&B service processes (wandb-core) that process ``pid`` started."""
+    found = []
+    for child in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = int(open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[1])
+            if parent == pid and b"wandb-core" in open(f"/proc/{child}/cmdline", "rb").read():
+                found.append(int(child))
+        except OSError:
+            continue
+    return found
+
+
 def test_wandb_dying_mid_run_does_not_stop_training(tmp_path):
     proc = start(tmp_path, mode="offline")
     wait_for_rows(tmp_path, 10, proc)
-    killed = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):  # this run's W&B service process, wandb-core
-        try:
-            parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-            if parent == proc.pid and b"wandb-core" in open(f"/proc/{pid}/cmdline", "rb").read():
-                os.kill(int(pid), signal.SIGKILL)
-                killed += 1
-        except OSError:
-            continue
-    assert killed
+    cores = wandb_core_children(proc.pid)
+    assert cores, "the run has no W&B service process to kill"
+    for pid in cores:
+        os.kill(pid, signal.SIGKILL)
     code, out = finish(proc)
     assert code == 0, out[-3000:]
     assert "W&B failed" in out and "Traceback" not in out
@@ -409,13 +416,14 @@ def test_a_submitit_job_that_times_out_is_requeued_and_continues_its_run_folder_
                            capture_output=True, text=True, timeout=600)
     assert plain.returncode == 0, plain.stderr[-3000:]
     proc = subprocess.run([sys.executable, "run.py", "-m", "hydra/launcher=submitit_local",
-                           "hydra.launcher.timeout_min=1", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                           "hydra.launcher.timeout_min=1", "+hydra.launcher.max_num_timeout=20", *overrides,
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (job,) = [p for p in (tmp_path / "sweep").iterdir() if p.name.startswith("0_")]
     log = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").glob("*/*_log.err"))
     assert "handing over to SignalHandler.checkpoint_and_try_requeue" in log
-    assert "holds checkpoints: resuming it" in log
+    assert "holds a run: resuming it" in log
     assert len(list((job / "wandb").glob("offline-run-*"))) >= 2  # one W&B run continued by each requeued job
     assert_same_run(tmp_path / "plain", job)
     assert [r["global_step"] for r in wandb_history(job)] == [r["global_step"] for r in read_metrics(job)]
