@@ -30,16 +30,15 @@ def _int(cfg: DictConfig, key: str, minimum: int) -> int:
     return value
 
 
-def _ppo(ppo: DictConfig, key: str) -> None:
+def _ppo(cfg: DictConfig, key: str) -> None:
+    ppo = OmegaConf.select(cfg, key)
     lr = ppo.get("learning_rate", 3e-4)  # SB3's default when unset
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr <= 1:
         raise ConfigError(f"{key}.learning_rate must be a number in (0, 1], got {lr!r} (Adam steps of that size "
                           "diverge or do nothing)")
     for name in ("n_epochs", "batch_size"):
         if name in ppo:
-            value = ppo[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key}.{name} must be an integer >= 1, got {value!r}")
+            _int(cfg, f"{key}.{name}", 1)
     for name in ("gamma", "gae_lambda"):
         value = ppo.get(name, 0.99)
         if not isinstance(value, int | float) or not 0 <= value <= 1:
@@ -82,13 +81,13 @@ def _init_from(cfg: DictConfig) -> None:
     state = read_state(ckpt)
     run_cfg = ckpt.parent.parent / ".hydra" / "config.yaml"
     saved = OmegaConf.load(run_cfg) if run_cfg.exists() else None
-    k = state.get("n_subpolicies") or (saved.n_subpolicies if saved is not None else None)
+    k = state.get("config", {}).get("n_subpolicies") or (saved.n_subpolicies if saved is not None else None)
     if state.get("spaces"):  # another env is the point of transfer; its spaces must fit the policies
         env = gym.make(cfg.env.id, **(OmegaConf.to_container(cfg.env.kwargs) if cfg.env.get("kwargs") else {}))
         here = env_spaces(env.observation_space, env.action_space)
         env.close()
         if here != state["spaces"]:
-            raise ConfigError(f"init_from: {ckpt} was trained on env {state.get('env')!r} with spaces "
+            raise ConfigError(f"init_from: {ckpt} was trained on env {state['config'].get('env.name')!r} with spaces "
                               f"{state['spaces']}; env={cfg.env.name} has {here}")
     if cfg.algo.name == "mlsh" and k is not None and int(k) != int(cfg.n_subpolicies):
         raise ConfigError(f"init_from: {ckpt} has {k} sub-policies, this run asks for n_subpolicies="
@@ -155,7 +154,7 @@ def validate(cfg: DictConfig) -> None:
     for section in ("algo.master", "algo.subpolicy", "algo.policy"):
         node = OmegaConf.select(cfg, section)
         if node is not None and "ppo" in node:
-            _ppo(node.ppo, section + ".ppo")
+            _ppo(cfg, section + ".ppo")
     _env_kwargs(cfg)
     if cfg.get("init_from"):
         _init_from(cfg)

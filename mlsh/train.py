@@ -194,8 +194,9 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
 
     ``schedule.n_groups`` task groups run side by side (``mlsh.groups``): every iteration each group collects
     ``schedule.rollout_steps`` primitive steps and its master trains on them; the sub-policies take one update from
-    the groups then in their joint phase. A checkpoint is written whenever a task finishes, and when SIGTERM or
-    SIGINT arrives (after the current iteration; the summary's ``stopped_by`` names the signal); the run stops
+    the groups then in their joint phase. A checkpoint is written whenever a task finishes, and when SIGTERM,
+    SIGINT or SIGUSR2 arrives (after the current iteration; the summary's ``stopped_by`` names the signal that
+    stopped the run, ``_StopSignals``); the run stops
     once ``schedule.n_tasks`` tasks have finished (tasks still running in other groups are dropped). A non-finite
     value anywhere raises ``NonFiniteError`` before anything is checkpointed."""
     validate(cfg)
@@ -237,8 +238,8 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     def save(folder: Path) -> Path:
         mid_task = [c.group for c in clocks if c.it < per_task]
         state = {"task_index": done - 1, "global_step": step, "iteration": iteration, "minutes": minutes(),
-                 "algo": cfg.algo.name, "env": cfg.env.name, "n_subpolicies": int(cfg.n_subpolicies),
-                 "tasks_done": done, "tasks_sampled": sampled, "groups": [c.state() for c in clocks],
+                 "algo": cfg.algo.name, "tasks_done": done, "tasks_sampled": sampled,
+                 "groups": [c.state() for c in clocks],
                  "task_rng": rng.bit_generator.state, "config": run_config(cfg),
                  "spaces": env_spaces(venv.observation_space, venv.action_space)}
         live = snapshot.capture(learner.live_models(mid_task), learner.top_env)

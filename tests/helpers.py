@@ -104,9 +104,3 @@ def smoke_iterations(run_dir, *overrides: str) -> list[dict]:
     return [r for r in rows if "episode_return" in r]
 
 
-
-def wandb_history(run_dir) -> list[dict]:
-    """The history rows that W&B wrote for the runs in ``run_dir/wandb``, oldest first."""
-    from mlsh.runlog import wandb_local_history
-
-    return wandb_local_history(run_dir)

@@ -17,9 +17,9 @@ from stable_baselines3 import PPO
 from mlsh import checkpoint, faults, snapshot
 from mlsh.config import ConfigError, validate
 from mlsh.runlog import RunLogger, read_metrics
+from mlsh.runlog import wandb_local_history as wandb_history
 from mlsh.train import meta_train
 from tests.conftest import ROOT
-from tests.helpers import wandb_history
 
 TIMING = ("steps_per_second", "time_minutes")
 # a run of about 10 s: 24 tasks of 2 iterations, checkpoints every task
