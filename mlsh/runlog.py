@@ -209,6 +209,9 @@ class RunLogger:
             wandb.teardown()
         except Exception:  # noqa: BLE001, S110 - the service is gone: nothing to release
             pass
+        # W&B leaves its service's address in the environment, where child processes (a sweep's jobs, torchrun
+        # workers) would find a service that is gone: they start their own instead
+        os.environ.pop("WANDB_SERVICE", None)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         row = {"global_step": int(step), **{k: _clean(v) for k, v in metrics.items()}}

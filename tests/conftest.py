@@ -25,3 +25,13 @@ def compose():
             return hydra_compose(config_name="config", overrides=list(overrides))
 
     return _compose
+
+
+@pytest.fixture(autouse=True)
+def own_wandb_service():
+    """Each test's runs start their own W&B service. An in-process run leaves WANDB_SERVICE in os.environ, and
+    W&B then attaches every later child process to the pytest process's service instead of its own (and a test
+    that tears that service down leaves them a dead one). Dropped before and after each test, never restored."""
+    os.environ.pop("WANDB_SERVICE", None)
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
