@@ -94,8 +94,30 @@ def _init_from(cfg: DictConfig) -> None:
                           f"{cfg.n_subpolicies}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for the first value that cannot work."""
+def _distributed(cfg: DictConfig, processes: int) -> None:
+    node = cfg.get("distributed")
+    if node is not None:
+        _int(cfg, "distributed.check_every", 1)
+        if not (isinstance(node.get("timeout_s"), int | float) and node.timeout_s > 0):
+            raise ConfigError(f"distributed.timeout_s must be a number > 0, got {node.get('timeout_s')!r}")
+    if processes == 1:
+        return
+    groups = int(cfg.schedule.get("n_groups", 1))
+    if groups % processes:
+        raise ConfigError(f"schedule.n_groups={groups} task groups cannot be spread evenly over {processes} "
+                          f"processes: give a multiple of {processes} (each process runs n_groups / processes)")
+    if cfg.algo.name == "mlsh" and cfg.algo.subpolicy.get("group_weighting", "groups") != "groups":
+        raise ConfigError("algo.subpolicy.group_weighting=samples is single-process only; several processes "
+                          "average the groups' gradients (group_weighting=groups)")
+    for section in ("algo.subpolicy", "algo.policy"):
+        kl = OmegaConf.select(cfg, section + ".ppo.target_kl")
+        if kl is not None:
+            raise ConfigError(f"{section}.ppo.target_kl={kl} stops PPO's epochs early on a process's own KL, "
+                              f"which would leave the other processes waiting: set it to null with several processes")
+
+
+def validate(cfg: DictConfig, processes: int = 1) -> None:
+    """Raise ``ConfigError`` for the first value that cannot work (``processes``: of a distributed run)."""
     if cfg.env.id not in gym.registry:
         known = sorted(k for k in gym.registry if k.startswith("mlsh/"))
         raise ConfigError(f"env.id: unknown env {cfg.env.id!r}; registered MLSH envs: {known}")
@@ -156,6 +178,7 @@ def validate(cfg: DictConfig) -> None:
         if node is not None and "ppo" in node:
             _ppo(cfg, section + ".ppo")
     _env_kwargs(cfg)
+    _distributed(cfg, processes)
     if cfg.get("init_from"):
         _init_from(cfg)
     mode = cfg.logger.mode

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 
 from mlsh.faults import check_array
@@ -74,8 +75,51 @@ class TaskVecEnv(DummyVecEnv):
         return self._obs_from_buf()[np.asarray(indices)]
 
 
+class TrackedRMS(RunningMeanStd):
+    """SB3's running mean/std that also keeps apart what it saw since the last ``merge`` (``fresh``): the part that
+    a process of a distributed run contributes to the statistics of all (``mlsh.distributed.sync_obs_stats``).
+    Only when ``track`` (several processes): one process pays nothing."""
+
+    def __init__(self, epsilon: float = 1e-4, shape: tuple[int, ...] = (), track: bool = True):
+        super().__init__(epsilon, shape)
+        self.track = track
+        self._mark()
+
+    @classmethod
+    def of(cls, rms: RunningMeanStd, track: bool) -> TrackedRMS:
+        out = cls(shape=rms.mean.shape, track=track)
+        out.mean, out.var, out.count = rms.mean.copy(), rms.var.copy(), float(rms.count)
+        out._mark()
+        return out
+
+    def _mark(self) -> None:
+        if self.track:
+            self.base = (self.mean.copy(), self.var.copy(), float(self.count))
+            self.fresh = RunningMeanStd(epsilon=0.0, shape=self.mean.shape)
+
+    def update(self, arr: np.ndarray) -> None:
+        super().update(arr)
+        if self.track:
+            self.fresh.update(arr)
+
+    def merge(self, parts: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> None:
+        """These statistics become those of the last merge combined with every ``(mean, var, count)`` of
+        ``parts`` (each process's ``fresh``), in order."""
+        self.mean, self.var, self.count = self.base[0].copy(), self.base[1].copy(), self.base[2]
+        for mean, var, count in parts:
+            if count > 0:
+                self.update_from_moments(mean, var, count)
+        self._mark()
+
+
 class TaskVecNormalize(VecNormalize):
-    """SB3's ``VecNormalize`` with ``reset_envs``: the reset observations update the shared filter as in ``reset``."""
+    """SB3's ``VecNormalize`` with ``reset_envs``: the reset observations update the shared filter as in ``reset``.
+    Its observation statistics are a ``TrackedRMS`` (the same numbers as SB3's)."""
+
+    def __init__(self, venv: VecEnv, track: bool = False, **kwargs):
+        super().__init__(venv, **kwargs)
+        if self.norm_obs:
+            self.obs_rms = TrackedRMS(shape=self.obs_rms.mean.shape, track=track)
 
     def reset_envs(self, indices: Sequence[int], options: dict[str, Any] | None = None) -> np.ndarray:
         obs = self.venv.reset_envs(indices, options)

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch as th
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
 import envs  # noqa: F401  (registers mlsh/* envs)
-from mlsh import faults, sb3_adapter
-from mlsh.groups import EpisodeStats, GroupView, TaskVecEnv, TaskVecNormalize, group_slices
+from mlsh import distributed, faults, sb3_adapter
+from mlsh.groups import EpisodeStats, GroupView, TaskVecEnv, TaskVecNormalize, TrackedRMS, group_slices
 from mlsh.master import MasterPolicy
 from mlsh.selection import SubPolicySelectionVecEnv
 from mlsh.subpolicies import SubPolicyLearner
@@ -45,7 +46,8 @@ def make_task_env(cfg: DictConfig, seed: int, n_groups: int | None = None) -> Ep
     venv = make_vec_env(cfg.env.id, n_envs=cfg.schedule.n_envs * n_groups, seed=seed, env_kwargs=kwargs,
                         vec_env_cls=TaskVecEnv)
     if cfg.env.get("normalize_obs", False):
-        venv = TaskVecNormalize(venv, norm_obs=True, norm_reward=False, clip_obs=5.0, gamma=0.99)
+        venv = TaskVecNormalize(venv, track=distributed.world().active, norm_obs=True, norm_reward=False,
+                                clip_obs=5.0, gamma=0.99)
     return EpisodeStats(venv)
 
 
@@ -82,7 +84,8 @@ def load_obs_stats(venv: VecEnv, folder: Path) -> None:
         raise FileNotFoundError(f"checkpoint {folder} has no {OBS_STATS}, but env.normalize_obs is on: the "
                                 f"policies there were trained without that observation filter")
     saved = VecNormalize.load(str(path), norm.venv)
-    norm.obs_rms, norm.clip_obs, norm.epsilon = saved.obs_rms, saved.clip_obs, saved.epsilon
+    norm.obs_rms = TrackedRMS.of(saved.obs_rms, track=distributed.world().active)
+    norm.clip_obs, norm.epsilon = saved.clip_obs, saved.epsilon
 
 
 def sample_task(venv: VecEnv, rng: np.random.Generator) -> Any:
@@ -90,9 +93,11 @@ def sample_task(venv: VecEnv, rng: np.random.Generator) -> Any:
     return venv.get_attr("unwrapped", indices=[0])[0].sample_task(rng)
 
 
-def task_rng(seed: int, stream: str) -> np.random.Generator:
-    """The task stream for training or held-out evaluation: disjoint streams of one seed."""
-    return np.random.default_rng([seed, {"train": 0, "heldout": 1}[stream]])
+def task_rng(seed: int, stream: str, rank: int = 0) -> np.random.Generator:
+    """The task stream for training or held-out evaluation: disjoint streams of one seed; process ``rank`` of a
+    distributed run draws the tasks of its own groups from its own stream (rank 0: the single-process one)."""
+    key = [seed, {"train": 0, "heldout": 1}[stream]]
+    return np.random.default_rng(key if rank == 0 else [*key, rank])
 
 
 def build_ppo(section: DictConfig, env: VecEnv, n_steps: int, policy: Any = "MlpPolicy", **extra) -> PPO:
@@ -117,13 +122,13 @@ def _set_parameters(model: PPO, path: Path) -> None:
                          f"({model.observation_space}, {model.action_space}): {str(err).splitlines()[0]}") from err
 
 
-def _load_group_models(models: list[PPO | None], folder: Path, groups: Sequence[int], name) -> None:
-    """Weights of the per-group models ``groups`` from ``folder / name(g)``."""
+def _load_group_models(models: list[PPO | None], folder: Path, groups: Sequence[int], local, name) -> None:
+    """Weights of the per-group models of the run's groups ``groups`` (at ``local(g)``) from ``folder / name(g)``."""
     for g in groups:
         path = Path(folder) / name(g)
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {folder} has no {path.name} (schedule.n_groups changed?)")
-        _set_parameters(models[g], path)
+        _set_parameters(models[local(g)], path)
 
 
 def _joint_flags(joint: bool | Sequence[bool], n_groups: int) -> list[bool]:
@@ -134,26 +139,38 @@ def _joint_flags(joint: bool | Sequence[bool], n_groups: int) -> list[bool]:
 
 
 class _Groups:
-    """The task-group layout that every learner shares: ``n_groups`` slices of ``n_envs`` envs of ``venv``.
+    """The task-group layout that every learner shares: this process's task groups, ``group_ids`` of the run's
+    ``schedule.n_groups`` (all of them in one process; ``mlsh.distributed`` spreads them), as slices of
+    ``n_envs`` envs of ``venv``. Groups are named by their number in the run everywhere (``start_task``,
+    ``load_masters``, ``live_models``); ``iterate`` takes the flags of this process's groups, in order.
 
     ``top_env`` is the outermost env of the learner's stack (what ``mlsh.snapshot`` captures for exact resume)."""
 
-    def __init__(self, cfg: DictConfig, venv: VecEnv):
-        self.n_groups = int(cfg.schedule.get("n_groups", 1))
+    def __init__(self, cfg: DictConfig, venv: VecEnv, group_ids: Sequence[int] | None = None):
+        self.total_groups = int(cfg.schedule.get("n_groups", 1))
+        self.group_ids = list(range(self.total_groups)) if group_ids is None else [int(g) for g in group_ids]
+        self.n_groups = len(self.group_ids)
         if venv.num_envs % self.n_groups:
             raise ValueError(f"{venv.num_envs} envs cannot be split into {self.n_groups} task groups")
         self.group_envs = venv.num_envs // self.n_groups
         self.slices = group_slices(self.n_groups, self.group_envs)
         self.indices = [np.arange(s.start, s.stop) for s in self.slices]
         self.per_env = cfg.schedule.rollout_steps // self.group_envs
+        self._local = {g: i for i, g in enumerate(self.group_ids)}
+
+    def local(self, group: int) -> int:
+        """The position of the run's task group ``group`` among this process's."""
+        if group not in self._local:
+            raise ValueError(f"task group {group} is not one of this process's ({self.group_ids})")
+        return self._local[group]
 
 
 class MLSHLearner(_Groups):
     """K shared sub-policies, one selection wrapper over every group's envs, and one master per group, rebuilt with
     fresh weights for each of its tasks."""
 
-    def __init__(self, cfg: DictConfig, venv: VecEnv):
-        super().__init__(cfg, venv)
+    def __init__(self, cfg: DictConfig, venv: VecEnv, group_ids: Sequence[int] | None = None):
+        super().__init__(cfg, venv, group_ids)
         self.cfg = cfg
         self.macro_steps = self.per_env // cfg.macro_duration
         sub = cfg.algo.subpolicy
@@ -161,22 +178,28 @@ class MLSHLearner(_Groups):
                      for _ in range(cfg.n_subpolicies)]
         for k, model in enumerate(self.subs):
             faults.watch(model, f"sub-policy {k}")
+        distributed.broadcast_parameters(m.policy for m in self.subs)  # the same sub-policies in every process
         self.sub_learner = SubPolicyLearner(self.subs, sub.ppo.gamma, sub.ppo.gae_lambda, sub.advantage_norm,
-                                            sub.get("group_weighting", "groups"), sub.get("minibatches"))
+                                            sub.get("group_weighting", "groups"), sub.get("minibatches"),
+                                            seed=cfg.seed, n_groups=self.total_groups)
         self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma)
         self.top_env = self.env
         self.masters: list[PPO | None] = [None] * self.n_groups
 
     def start_task(self, task: Any, group: int = 0) -> None:
-        first_obs = self.env.reset_envs(self.indices[group], {"task": task})
+        i = self.local(group)
+        first_obs = self.env.reset_envs(self.indices[i], {"task": task})
         m = self.cfg.algo.master
-        self.masters[group] = master = build_ppo(m, GroupView(self.env, self.indices[group]), self.macro_steps,
-                                                 policy=MasterPolicy,
-                                                 policy_kwargs={"random_pick_prob": m.random_pick_prob})
+        self.masters[i] = master = build_ppo(m, GroupView(self.env, self.indices[i]), self.macro_steps,
+                                             policy=MasterPolicy,
+                                             policy_kwargs={"random_pick_prob": m.random_pick_prob})
         faults.watch(master, f"the master of group {group}")
         sb3_adapter.begin_collection(master, first_obs)
 
-    def iterate(self, joint: bool | Sequence[bool]) -> tuple[dict[str, float], list[dict[str, float]]]:
+    def iterate(self, joint: bool | Sequence[bool], train_subs: bool | None = None,
+                ) -> tuple[dict[str, float], list[dict[str, float]]]:
+        """``train_subs``: whether any group of the run is in its joint phase (default: any of ``joint``); in a
+        distributed run a process whose own groups are all in warmup still takes part in the update."""
         joint = _joint_flags(joint, self.n_groups)
         if any(m is None for m in self.masters):
             raise RuntimeError("start_task() for every group first")
@@ -192,15 +215,17 @@ class MLSHLearner(_Groups):
             metrics["master/entropy"] = -float(records["train/entropy_loss"])
             per_group.append(metrics)
         shared: dict[str, float] = {}
-        if any(joint):
-            shared = self.sub_learner.train(traj, [idx for idx, j in zip(self.indices, joint, strict=True) if j])
+        if any(joint) if train_subs is None else train_subs:
+            chosen = [i for i, j in enumerate(joint) if j]
+            shared = self.sub_learner.train(traj, [self.indices[i] for i in chosen],
+                                            [self.group_ids[i] for i in chosen])
         return shared, per_group
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for k, model in enumerate(self.subs):
             model.save(folder / f"sub{k}.zip")
-        for g, master in enumerate(self.masters):
+        for g, master in zip(self.group_ids, self.masters, strict=True):
             if master is not None:
                 master.save(folder / f"master_g{g}.zip")
         save_obs_stats(self.env, folder)
@@ -220,34 +245,51 @@ class MLSHLearner(_Groups):
 
     def load_masters(self, folder: Path, groups: Sequence[int]) -> None:
         """Each of ``groups``' master weights from a checkpoint (after ``start_task`` built them): resume mid-task."""
-        _load_group_models(self.masters, folder, groups, lambda g: f"master_g{g}.zip")
+        _load_group_models(self.masters, folder, groups, self.local, lambda g: f"master_g{g}.zip")
 
     def live_models(self, groups: Sequence[int]) -> dict[str, PPO]:
         """The models whose state carries over to the next iteration: the sub-policies and ``groups``' masters."""
         return {**{f"sub{k}": m for k, m in enumerate(self.subs)},
-                **{f"master_g{g}": self.masters[g] for g in groups}}
+                **{f"master_g{g}": self.masters[self.local(g)] for g in groups}}
+
+    def shared_modules(self) -> dict[str, th.nn.Module]:
+        """What every process of a distributed run holds identical."""
+        return {f"sub-policy {k}": m.policy for k, m in enumerate(self.subs)}
 
 
 class SharedLearner(_Groups):
     """The shared-policy baseline: one PPO policy trained across all tasks of all groups (never reset)."""
 
-    def __init__(self, cfg: DictConfig, venv: VecEnv):
-        super().__init__(cfg, venv)
+    def __init__(self, cfg: DictConfig, venv: VecEnv, group_ids: Sequence[int] | None = None):
+        super().__init__(cfg, venv, group_ids)
         self.cfg, self.venv = cfg, venv
         self.top_env = venv
         self.model = build_ppo(cfg.algo.policy, venv, self.per_env)
         faults.watch(self.model, "the shared policy")
+        self.mean = None
+        if distributed.world().active:  # one policy over every process's groups: their gradients' mean, weight 1
+            distributed.broadcast_parameters([self.model.policy])
+            self.mean = distributed.GradientMean(self.model.policy, "the shared policy")
+            self.model.policy.optimizer.register_step_pre_hook(self.mean.pre_step)
         sb3_adapter.begin_collection(self.model, np.zeros((venv.num_envs, *venv.observation_space.shape),
                                                           dtype=venv.observation_space.dtype))
 
     def start_task(self, task: Any, group: int = 0) -> None:
-        first_obs = self.venv.reset_envs(self.indices[group], {"task": task})
-        sb3_adapter.reset_some(self.model, self.indices[group], first_obs)
+        i = self.local(group)
+        first_obs = self.venv.reset_envs(self.indices[i], {"task": task})
+        sb3_adapter.reset_some(self.model, self.indices[i], first_obs)
 
-    def iterate(self, joint: bool | Sequence[bool]) -> tuple[dict[str, float], list[dict[str, float]]]:
+    def iterate(self, joint: bool | Sequence[bool], train_subs: bool | None = None,
+                ) -> tuple[dict[str, float], list[dict[str, float]]]:
         _joint_flags(joint, self.n_groups)
         sb3_adapter.collect_groups([self.model], self.venv, [slice(None)], self.per_env)
-        records = sb3_adapter.train(self.model)
+        if self.mean is not None:
+            self.mean.weight = 1.0
+        try:
+            records = sb3_adapter.train(self.model)
+        finally:
+            if self.mean is not None:
+                self.mean.weight = None
         return {f"policy/{k.removeprefix('train/')}": v for k, v in records.items()}, [{}] * self.n_groups
 
     def save(self, folder: Path) -> None:
@@ -268,24 +310,28 @@ class SharedLearner(_Groups):
     def live_models(self, groups: Sequence[int]) -> dict[str, PPO]:
         return {"policy": self.model}
 
+    def shared_modules(self) -> dict[str, th.nn.Module]:
+        return {"the shared policy": self.model.policy}
+
 
 class ScratchLearner(_Groups):
     """The single-policy-from-scratch baseline: a fresh PPO policy for every task of every group."""
 
-    def __init__(self, cfg: DictConfig, venv: VecEnv):
-        super().__init__(cfg, venv)
+    def __init__(self, cfg: DictConfig, venv: VecEnv, group_ids: Sequence[int] | None = None):
+        super().__init__(cfg, venv, group_ids)
         self.cfg, self.venv = cfg, venv
         self.top_env = venv
         self.models: list[PPO | None] = [None] * self.n_groups
 
     def start_task(self, task: Any, group: int = 0) -> None:
-        first_obs = self.venv.reset_envs(self.indices[group], {"task": task})
-        self.models[group] = model = build_ppo(self.cfg.algo.policy, GroupView(self.venv, self.indices[group]),
-                                               self.per_env)
+        i = self.local(group)
+        first_obs = self.venv.reset_envs(self.indices[i], {"task": task})
+        self.models[i] = model = build_ppo(self.cfg.algo.policy, GroupView(self.venv, self.indices[i]), self.per_env)
         faults.watch(model, f"the policy of group {group}")
         sb3_adapter.begin_collection(model, first_obs)
 
-    def iterate(self, joint: bool | Sequence[bool]) -> tuple[dict[str, float], list[dict[str, float]]]:
+    def iterate(self, joint: bool | Sequence[bool], train_subs: bool | None = None,
+                ) -> tuple[dict[str, float], list[dict[str, float]]]:
         _joint_flags(joint, self.n_groups)
         if any(m is None for m in self.models):
             raise RuntimeError("start_task() for every group first")
@@ -296,7 +342,7 @@ class ScratchLearner(_Groups):
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        for g, model in enumerate(self.models):
+        for g, model in zip(self.group_ids, self.models, strict=True):
             if model is not None:
                 model.save(folder / self._file(g))
         save_obs_stats(self.venv, folder)
@@ -307,10 +353,13 @@ class ScratchLearner(_Groups):
 
     def load_masters(self, folder: Path, groups: Sequence[int]) -> None:
         """Each of ``groups``' policy of its current task (resume mid-task)."""
-        _load_group_models(self.models, folder, groups, self._file)
+        _load_group_models(self.models, folder, groups, self.local, self._file)
 
     def live_models(self, groups: Sequence[int]) -> dict[str, PPO]:
-        return {self._file(g): self.models[g] for g in groups}
+        return {self._file(g): self.models[self.local(g)] for g in groups}
+
+    def shared_modules(self) -> dict[str, th.nn.Module]:
+        return {}
 
     @staticmethod
     def _file(group: int) -> str:
@@ -320,6 +369,6 @@ class ScratchLearner(_Groups):
 LEARNERS = {"mlsh": MLSHLearner, "shared": SharedLearner, "scratch": ScratchLearner}
 
 
-def make_learner(cfg: DictConfig, venv: VecEnv):
-    return LEARNERS[cfg.algo.name](cfg, venv)
+def make_learner(cfg: DictConfig, venv: VecEnv, group_ids: Sequence[int] | None = None):
+    return LEARNERS[cfg.algo.name](cfg, venv, group_ids)
 

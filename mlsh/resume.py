@@ -3,7 +3,8 @@
 The run's own config (``.hydra/config.yaml``) is used. The run continues exactly as if it had never stopped
 (``mlsh.snapshot``): metrics logged after the checkpoint are dropped and redone identically, so ``metrics.jsonl``
 has neither gaps nor duplicates; the W&B run is resumed by its id and keeps its group. A checkpoint that fails its
-manifest is skipped, with a warning naming the bad file, for the newest good one.
+manifest is skipped, with a warning naming the bad file, for the newest good one. A run over several processes
+resumes with as many: ``torchrun --nproc-per-node P -m mlsh.resume <run dir>``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from mlsh import distributed
 from mlsh.evaluate import load_run_config
 from mlsh.faults import NonFiniteError
 from mlsh.train import meta_train
@@ -27,9 +29,15 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_run_config(args.run_dir)
         if args.n_tasks is not None:
             cfg.schedule.n_tasks = args.n_tasks
+        world = distributed.init(float(cfg.get("distributed", {}).get("timeout_s", 300)))
         summary = meta_train(cfg, args.run_dir, progress=cfg.progress_bar, resume=True)
-    except (FileNotFoundError, ValueError, NonFiniteError) as err:
-        raise SystemExit(f"error: {err}") from None
+    except (FileNotFoundError, ValueError, NonFiniteError, distributed.PeerLost) as err:
+        where = distributed.world()
+        raise SystemExit(f"{f'process {where.rank} of {where.size}: ' if where.active else ''}error: {err}") from None
+    if not world.main:
+        if "stopped_by" in summary:
+            raise SystemExit(128 + signal.Signals[summary["stopped_by"]].value)
+        return
     print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
     if "stopped_by" in summary:
         print(f"stopped by {summary['stopped_by']}; checkpoint {summary['checkpoint']}; continue with: "

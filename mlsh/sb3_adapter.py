@@ -43,11 +43,19 @@ class VariableRolloutBuffer(RolloutBuffer):
     With one group both are SB3's own ``get``, draw for draw. With ``n_minibatches`` set, an epoch has that many
     minibatches (the original's 15) whatever the batch size: ``get`` sizes them to fit, in place of PPO's
     ``batch_size`` (per group with ``"groups"``).
+
+    ``group_seeds`` (``"groups"`` only): each group's permutations come from its own generator, seeded by the
+    caller from the group's identity, instead of numpy's global one; and ``longest`` sets the stream length (the
+    number of minibatches) from a larger group held elsewhere. Then the minibatches of a group do not depend on
+    which other groups share the batch, so that an update split over processes, each with some of the groups,
+    draws the same minibatches as one process with all of them (``mlsh.distributed``).
     """
 
     group_sizes: list[int] | None = None
     group_weighting: str = "groups"
     n_minibatches: int | None = None
+    group_rngs: list[np.random.Generator] | None = None
+    longest: int | None = None
 
     def load(
         self,
@@ -58,13 +66,27 @@ class VariableRolloutBuffer(RolloutBuffer):
         advantages: np.ndarray,
         returns: np.ndarray,
         group_sizes: Sequence[int] | None = None,
+        group_seeds: Sequence[Any] | None = None,
+        longest: int | None = None,
     ) -> None:
         n = len(observations)
         if n == 0:
             raise ValueError("cannot train on an empty batch")
         if group_sizes is not None and (sum(group_sizes) != n or min(group_sizes) < 1):
             raise ValueError(f"group_sizes {list(group_sizes)} must be positive and sum to the batch size {n}")
-        self.group_sizes = None if group_sizes is None or len(group_sizes) == 1 else [int(g) for g in group_sizes]
+        self.group_rngs, self.longest = None, None
+        if group_seeds is not None:
+            sizes = [n] if group_sizes is None else [int(g) for g in group_sizes]
+            if len(group_seeds) != len(sizes) or self.group_weighting != "groups":
+                raise ValueError(f"group_seeds needs group_weighting='groups' and one seed per group ({len(sizes)}),"
+                                 f" got {len(group_seeds)}")
+            self.group_rngs = [np.random.default_rng(seed) for seed in group_seeds]
+            self.longest = max(sizes) if longest is None else int(longest)
+            if self.longest < max(sizes):
+                raise ValueError(f"longest ({self.longest}) is shorter than a group of the batch ({max(sizes)})")
+            self.group_sizes = sizes
+        else:
+            self.group_sizes = None if group_sizes is None or len(group_sizes) == 1 else [int(g) for g in group_sizes]
         self.buffer_size, self.n_envs = n, 1
         self.observations = np.asarray(observations, dtype=self.observation_space.dtype).reshape(n, 1, *self.obs_shape)
         self.actions = np.asarray(actions, dtype=self.action_space.dtype).reshape(n, 1, self.action_dim)
@@ -80,8 +102,8 @@ class VariableRolloutBuffer(RolloutBuffer):
 
     def get(self, batch_size: int | None = None) -> Generator[RolloutBufferSamples, None, None]:
         if self.n_minibatches:
-            per_epoch = max(self.group_sizes) if self.group_sizes and self.group_weighting == "groups" \
-                else self.buffer_size
+            per_epoch = self.longest or (max(self.group_sizes) if self.group_sizes and self.group_weighting == "groups"
+                                         else self.buffer_size)
             batch_size = -(-per_epoch // self.n_minibatches)
         if self.group_sizes is None:
             yield from super().get(batch_size)
@@ -98,10 +120,11 @@ class VariableRolloutBuffer(RolloutBuffer):
             for j in range(n_batches):
                 yield self._get_samples(np.concatenate([c[j] for c in chunks]))
             return
-        longest = max(self.group_sizes)
+        longest = self.longest or max(self.group_sizes)
         streams = []
-        for start, size in zip(offsets, self.group_sizes, strict=True):
-            perms = [np.random.permutation(size) for _ in range(-(-longest // size))]
+        for g, (start, size) in enumerate(zip(offsets, self.group_sizes, strict=True)):
+            permutation = np.random.permutation if self.group_rngs is None else self.group_rngs[g].permutation
+            perms = [permutation(size) for _ in range(-(-longest // size))]
             streams.append(start + np.concatenate(perms)[:longest])
         batch_size = batch_size or longest
         for pos in range(0, longest, batch_size):
@@ -199,13 +222,15 @@ def train(model: PPO) -> dict[str, Any]:
     return pop_records(model)
 
 
-def train_on_batch(model: PPO, batch: dict[str, Any]) -> dict[str, Any]:
-    """Run ``PPO.train()`` on an externally computed batch (keys of ``VariableRolloutBuffer.load``)."""
+def train_on_batch(model: PPO, batch: dict[str, Any], count: bool = True) -> dict[str, Any]:
+    """Run ``PPO.train()`` on an externally computed batch (keys of ``VariableRolloutBuffer.load``); ``count``:
+    add its steps to the model's step counter."""
     buffer = model.rollout_buffer
     if not isinstance(buffer, VariableRolloutBuffer):
         raise TypeError("the model must be built with rollout_buffer_class=VariableRolloutBuffer")
     buffer.load(**batch)
-    model.num_timesteps += len(batch["observations"])
+    if count:
+        model.num_timesteps += len(batch["observations"])
     return train(model)
 
 

@@ -121,13 +121,13 @@ def _check_layout(what: str, saved: list[str], built: list[str]) -> None:
         raise ValueError(f"resume state's {what} is {saved}, this config builds {built}")
 
 
-def save(state: dict[str, Any], folder: Path) -> None:
-    (Path(folder) / FILE).write_bytes(zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1))
+def save(state: dict[str, Any], folder: Path, name: str = FILE) -> None:
+    (Path(folder) / name).write_bytes(zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1))
 
 
-def load(folder: Path) -> dict[str, Any] | None:
+def load(folder: Path, name: str = FILE) -> dict[str, Any] | None:
     """The state saved in checkpoint ``folder``, None for a checkpoint from before exact resume."""
-    path = Path(folder) / FILE
+    path = Path(folder) / name
     if not path.exists():
         return None
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from stable_baselines3 import PPO
 
-from mlsh import sb3_adapter
+from mlsh import distributed, sb3_adapter
 from mlsh.selection import Trajectory
 
 GROUP_WEIGHTINGS = ("groups", "samples")  # how the joint groups weigh in a sub-policy update (VariableRolloutBuffer)
@@ -52,7 +52,8 @@ class SubPolicyLearner:
     """Trains each of K PPO models on the primitive steps it took in a trajectory."""
 
     def __init__(self, models: list[PPO], gamma: float, gae_lambda: float, advantage_norm: str = "share",
-                 group_weighting: str = "groups", minibatches: int | None = None):
+                 group_weighting: str = "groups", minibatches: int | None = None, seed: int = 0,
+                 n_groups: int = 1):
         if advantage_norm not in ("share", "minibatch"):
             raise ValueError(f"advantage_norm must be 'share' or 'minibatch', got {advantage_norm!r}")
         if group_weighting not in GROUP_WEIGHTINGS:
@@ -60,6 +61,15 @@ class SubPolicyLearner:
         self.models = models
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.advantage_norm = advantage_norm
+        # With several task groups (in this process or over several), each group's minibatch order comes from its
+        # own generator, seeded by (seed, sub-policy, update, group): the same however the groups are spread.
+        self.seed, self.per_group_order = int(seed), n_groups > 1 and group_weighting == "groups"
+        self.world = distributed.world()
+        self.means = [distributed.GradientMean(m.policy, f"sub-policy {k}") if self.world.active else None
+                      for k, m in enumerate(models)]
+        for model, mean in zip(models, self.means, strict=True):
+            if mean is not None:
+                model.policy.optimizer.register_step_pre_hook(mean.pre_step)
         for model in models:
             model.rollout_buffer.group_weighting = group_weighting
             model.rollout_buffer.n_minibatches = minibatches
@@ -70,12 +80,14 @@ class SubPolicyLearner:
     def policies(self):
         return [m.policy for m in self.models]
 
-    def batches(self, traj: Trajectory, groups: list[np.ndarray] | None = None) -> list[dict | None]:
+    def batches(self, traj: Trajectory, groups: list[np.ndarray] | None = None,
+                group_ids: list[int] | None = None) -> list[dict | None]:
         """Each sub-policy's training batch (None where it took no step in any of ``groups``).
 
         ``groups`` are the env indices of the task groups whose data trains the sub-policies (default: one group of
-        every env). Advantages are normalised over each group's share of each sub-policy (the original normalised
-        per worker and sub-policy); the batch lists the groups' steps group by group, with ``group_sizes``.
+        every env); ``group_ids`` their numbers in the run (default 0, 1, ...). Advantages are normalised over each
+        group's share of each sub-policy (the original normalised per worker and sub-policy); the batch lists the
+        groups' steps group by group, with ``group_sizes`` and ``group_ids``.
         """
         advantages, returns = full_trajectory_gae(traj.rewards, traj.values, traj.episode_starts,
                                                   traj.last_values, traj.last_dones, self.gamma, self.gae_lambda)
@@ -91,10 +103,13 @@ class SubPolicyLearner:
         else:
             env_flat = np.tile(np.arange(n_envs), n_steps)
             in_group = [np.isin(env_flat, g) for g in groups]
+        ids = list(range(len(in_group))) if group_ids is None else [int(g) for g in group_ids]
+        if len(ids) != len(in_group):
+            raise ValueError(f"{len(ids)} group_ids for {len(in_group)} groups")
         out: list[dict | None] = []
         for idx_k in split_by_subpolicy(traj.choices, len(self.models)):
-            parts, adv_parts = [], []
-            for mask in in_group:
+            parts, adv_parts, part_ids = [], [], []
+            for mask, gid in zip(in_group, ids, strict=True):
                 idx = idx_k if mask is None else idx_k[mask[idx_k]]
                 if len(idx) == 0:
                     continue  # this group does not contribute to sub-policy k
@@ -103,23 +118,57 @@ class SubPolicyLearner:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 parts.append(idx)
                 adv_parts.append(adv)
+                part_ids.append(gid)
             if not parts:
                 out.append(None)
                 continue
             idx = np.concatenate(parts)
             out.append(dict(observations=obs[idx], actions=actions[idx], values=values[idx],
                             log_probs=log_probs[idx], advantages=np.concatenate(adv_parts), returns=returns[idx],
-                            group_sizes=[len(p) for p in parts]))
+                            group_sizes=[len(p) for p in parts], group_ids=part_ids))
         return out
 
-    def train(self, traj: Trajectory, groups: list[np.ndarray] | None = None) -> dict[str, float]:
-        """One update of every sub-policy that acted in ``groups``: the mean of the groups' gradients per step."""
+    def train(self, traj: Trajectory, groups: list[np.ndarray] | None = None,
+              group_ids: list[int] | None = None) -> dict[str, float]:
+        """One update of every sub-policy that acted in ``groups``: the mean of the groups' gradients per step.
+
+        In a distributed run, over the joint groups of every process: each process calls this every time any
+        process has a joint group (``groups`` may be empty), and trains every sub-policy that acted anywhere."""
+        batches = self.batches(traj, groups, group_ids)
+        counts = [0 if b is None else len(b["group_sizes"]) for b in batches]
+        longest = [0 if b is None else max(b["group_sizes"]) for b in batches]
+        if self.world.active:
+            everywhere, longest = distributed.all_sum(counts), distributed.all_max(longest)
+        else:
+            everywhere = counts
         metrics: dict[str, float] = {}
-        for k, (model, batch) in enumerate(zip(self.models, self.batches(traj, groups), strict=True)):
+        for k, (model, batch) in enumerate(zip(self.models, batches, strict=True)):
             metrics[f"sub{k}/n_steps"] = 0 if batch is None else len(batch["observations"])
-            metrics[f"sub{k}/groups"] = 0 if batch is None else len(batch["group_sizes"])
-            if batch is None:
+            metrics[f"sub{k}/groups"] = counts[k]
+            if everywhere[k] == 0:
                 continue
-            for key, value in sb3_adapter.train_on_batch(model, batch).items():
-                metrics[f"sub{k}/{key.removeprefix('train/')}"] = value
+            weight = counts[k]
+            if batch is None:  # another process has data for it: take the same steps, contributing nothing
+                batch = self._stand_in(traj)
+            ids = batch.pop("group_ids")
+            if self.per_group_order:
+                batch["group_seeds"] = [[self.seed, k, sb3_adapter.n_updates(model), g] for g in ids]
+                batch["longest"] = int(longest[k])
+            mean = self.means[k]
+            if mean is not None:
+                mean.weight = float(weight)
+            try:
+                records = sb3_adapter.train_on_batch(model, batch, count=weight > 0)
+            finally:
+                if mean is not None:
+                    mean.weight = None
+            if weight > 0:
+                metrics.update({f"sub{k}/{key.removeprefix('train/')}": v for key, v in records.items()})
         return metrics
+
+    @staticmethod
+    def _stand_in(traj: Trajectory) -> dict:
+        """A one-step batch (the trajectory's first step, any sub-policy's) whose gradient counts with weight 0."""
+        one = {name: getattr(traj, name)[:1, 0] for name in ("observations", "actions", "values", "log_probs")}
+        return dict(**one, advantages=np.zeros(1, np.float32), returns=np.asarray(one["values"], np.float32),
+                    group_sizes=[1], group_ids=[0])  # its one index needs no generator of its own

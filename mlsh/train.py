@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -22,20 +23,63 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.utils import set_random_seed
 from tqdm import tqdm
 
-from mlsh import checkpoint, faults, snapshot
+from mlsh import checkpoint, distributed, faults, snapshot
 from mlsh.config import env_spaces, validate
 from mlsh.groups import GroupClock, stagger
-from mlsh.learners import make_learner, make_task_env, sample_task, task_rng
+from mlsh.learners import _normalizer, make_learner, make_task_env, sample_task, task_rng
 from mlsh.runlog import RunLogger, read_metrics
 
 
-def setup_torch(cfg: DictConfig) -> None:
+def process_seed(seed: int, rank: int = 0) -> int:
+    """The global random seed of process ``rank`` of a run (rank 0, and a single process: the run's seed)."""
+    return int(seed) if rank == 0 else int(np.random.SeedSequence([int(seed), rank]).generate_state(1)[0])
+
+
+def setup_torch(cfg: DictConfig, rank: int = 0) -> None:
     th.set_num_threads(int(cfg.get("torch_threads", 1)))
-    set_random_seed(cfg.seed)
+    set_random_seed(process_seed(cfg.seed, rank))
 
 
 # values a resumed run may change: its budget and how it reports
-RESUMABLE_CHANGES = ("schedule.n_tasks", "schedule.max_minutes", "progress_bar", "logger")
+RESUMABLE_CHANGES = ("schedule.n_tasks", "schedule.max_minutes", "progress_bar", "logger", "distributed")
+
+
+def rank_file(rank: int) -> str:
+    """The resume state of process ``rank`` in a checkpoint (rank 0's is ``snapshot.FILE``)."""
+    return snapshot.FILE if rank == 0 else f"resume_rank{rank}.pkl"
+
+
+class _Silent:
+    """The logger of processes other than rank 0 of a distributed run: rank 0 writes the run folder."""
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def close(self, exit_code: int = 0) -> None:
+        pass
+
+
+def merge_shared(parts: list[dict[str, float]]) -> dict[str, float]:
+    """The sub-policy update's metrics of every process as one row: step and group counts summed, the rest
+    averaged over the processes that contributed, weighted by their joint groups (the shared policy: plain mean)."""
+    if len(parts) == 1:
+        return parts[0]
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for part in parts for k in part):
+        head, _, tail = key.partition("/")
+        if tail in ("n_steps", "groups"):
+            out[key] = float(sum(p.get(key, 0) for p in parts))
+            continue
+        weights = [(p[key], p.get(f"{head}/groups", 1)) for p in parts if key in p]
+        total = sum(w for _, w in weights)
+        out[key] = float(sum(v * w for v, w in weights) / total) if total else float(np.mean([v for v, _ in weights]))
+    return out
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -69,17 +113,32 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) ->
     Returns the loop's position: the groups' clocks, tasks sampled and done, global step, the finished tasks'
     returns and the minutes so far; None when the run never wrote a checkpoint (it starts over). Groups that were
     mid-task get their task and master back; then ``mlsh.snapshot`` restores the random states, the env states and
-    the models' live attributes, so that the run continues exactly as if never stopped."""
-    if not checkpoint.list_checkpoints(run_dir):
-        warnings.warn(f"{run_dir} has no checkpoint yet: starting the run over", stacklevel=3)
-        (run_dir / "metrics.jsonl").write_text("")
+    the models' live attributes, so that the run continues exactly as if never stopped. In a distributed run rank
+    0 chooses the checkpoint and every process restores its own groups and state from it."""
+    world = distributed.world()
+    ckpt = None
+    if world.main:
+        if not checkpoint.list_checkpoints(run_dir):
+            warnings.warn(f"{run_dir} has no checkpoint yet: starting the run over", stacklevel=3)
+            (run_dir / "metrics.jsonl").write_text("")
+        else:
+            ckpt = checkpoint.latest(run_dir)
+            checkpoint.set_aside_newer(run_dir, ckpt)
+    ckpt = distributed.broadcast(None if ckpt is None else str(ckpt))
+    if ckpt is None:
         return None
-    ckpt = checkpoint.latest(run_dir)
-    checkpoint.set_aside_newer(run_dir, ckpt)
+    ckpt = Path(ckpt)
     state = checkpoint.read_state(ckpt)
     _check_same_config(learner.cfg, state, ckpt)
+    if int(state.get("processes", 1)) != world.size:
+        raise ValueError(f"checkpoint {ckpt} is of a run over {state.get('processes', 1)} processes: resume it "
+                         f"with as many (torchrun --nproc-per-node {state.get('processes', 1)} ...), not {world.size}")
     learner.load(ckpt)
-    rng.bit_generator.state = state["task_rng"]
+    live = snapshot.load(ckpt, rank_file(world.rank))
+    if world.main:
+        rng.bit_generator.state = state["task_rng"]
+    elif live is not None:
+        rng.bit_generator.state = live["task_rng"]
     step = int(state["global_step"])
     if "groups" in state:
         clocks = [GroupClock(**c) for c in state["groups"]]
@@ -87,23 +146,23 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) ->
     else:  # a checkpoint of one task group from before task groups existed
         clocks = [GroupClock(0, state.get("task"), int(state["task_index"]), per_task)]
         sampled = done = int(state["task_index"]) + 1
-    if len(clocks) != learner.n_groups:
+    if len(clocks) != learner.total_groups:
         raise ValueError(f"checkpoint {ckpt} holds {len(clocks)} task groups, the config asks for "
-                         f"schedule.n_groups={learner.n_groups}")
-    mid_task = [c.group for c in clocks if c.it < per_task]
+                         f"schedule.n_groups={learner.total_groups}")
+    mid_task = [c.group for c in clocks if c.it < per_task and c.group in learner.group_ids]
     for g in mid_task:
         learner.start_task(clocks[g].task, g)
     learner.load_masters(ckpt, mid_task)
-    live = snapshot.load(ckpt)
     if live is None:
         warnings.warn(f"checkpoint {ckpt} is from before exact resume: the run continues from its weights, but "
                       "random and env states start afresh", stacklevel=3)
     else:
         snapshot.restore(live, learner.live_models(mid_task), learner.top_env)
     rows = [r for r in read_metrics(run_dir) if r["global_step"] <= step]
-    tmp = run_dir / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(run_dir / "metrics.jsonl")
+    if world.main:
+        tmp = run_dir / "metrics.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(run_dir / "metrics.jsonl")
     minutes = state.get("minutes")
     if minutes is None:
         minutes = max((r["time_minutes"] for r in rows if "time_minutes" in r), default=0.0)
@@ -137,10 +196,11 @@ class _StopSignals:
         if name not in self.pending:
             self.pending.append(name)
 
-    def forward(self) -> str | None:
-        """After the checkpoint: the signal that stops the run, or None when the launchers' handlers let it go on."""
-        pending, self.pending = sorted(self.pending, key=lambda n: n != "SIGUSR2"), []
-        for name in pending:
+    def forward(self, names: list[str]) -> str | None:
+        """After the checkpoint for the signals ``names`` (taken off ``pending``): the signal that stops the run,
+        or None when the launchers' handlers let it go on."""
+        self.pending = [n for n in self.pending if n not in names]
+        for name in sorted(names, key=lambda n: n != "SIGUSR2"):
             previous = self._previous.get(signal.Signals[name])
             if not callable(previous) or previous is signal.default_int_handler:
                 return name
@@ -198,15 +258,23 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     SIGINT or SIGUSR2 arrives (after the current iteration; the summary's ``stopped_by`` names the signal that
     stopped the run, ``_StopSignals``); the run stops
     once ``schedule.n_tasks`` tasks have finished (tasks still running in other groups are dropped). A non-finite
-    value anywhere raises ``NonFiniteError`` before anything is checkpointed."""
-    validate(cfg)
-    setup_torch(cfg)
+    value anywhere raises ``NonFiniteError`` before anything is checkpointed.
+
+    Started as several processes (``mlsh.distributed``), each runs this loop for its own task groups: every
+    process keeps every group's clock, gathers the iteration's metrics, returns and signals of all, and so takes
+    the same decisions; rank 0 alone logs and writes checkpoints, which hold every process's state."""
+    world = distributed.world()
+    validate(cfg, processes=world.size)
+    setup_torch(cfg, world.rank)
     run_dir = Path(run_dir)
     sched = cfg.schedule
     n_groups = int(sched.get("n_groups", 1))
-    venv = make_task_env(cfg, seed=cfg.seed * 1000)
-    learner = make_learner(cfg, venv)
-    rng = task_rng(cfg.seed, "train")
+    mine = world.groups(n_groups)
+    venv = make_task_env(cfg, seed=cfg.seed * 1000 + mine[0] * sched.n_envs, n_groups=len(mine))
+    learner = make_learner(cfg, venv, mine)
+    rng = task_rng(cfg.seed, "train", world.rank)
+    obs_stats = getattr(_normalizer(venv), "obs_rms", None)
+    check_every = int(cfg.get("distributed", {}).get("check_every", 100))
     per_task = sched.warmup_iters + sched.joint_iters
     # The baselines have no warmup: they update their policy every iteration.
     warmup = sched.warmup_iters if cfg.algo.name == "mlsh" else 0
@@ -224,42 +292,66 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     finals, warmups, minutes_before = pos["finals"], pos["warmups"], pos["minutes"]
 
     def start_tasks() -> None:
+        """Every finished group (and a group's first task, after its stagger) gets the next task number; this
+        process draws the tasks of its own groups, and learns the others' with the next iteration's metrics."""
         nonlocal sampled
         for c in clocks:
             if c.task_index < 0 or c.it >= per_task:  # no task yet (the first keeps its stagger), or finished
-                c.task, c.task_index, c.warmup_return = sample_task(venv, rng), sampled, None
+                c.task_index, c.warmup_return = sampled, None
+                c.task = sample_task(venv, rng) if c.group in mine else None
                 c.it = 0 if c.it >= per_task else c.it
                 sampled += 1
-                learner.start_task(c.task, c.group)
+                if c.group in mine:
+                    learner.start_task(c.task, c.group)
 
     def minutes() -> float:
         return minutes_before + (time.perf_counter() - start) / 60
 
     def save(folder: Path) -> Path:
+        """Every process: its live state, gathered to rank 0, which writes the checkpoint; returns its folder."""
         mid_task = [c.group for c in clocks if c.it < per_task]
+        live = snapshot.capture(learner.live_models([g for g in mid_task if g in mine]), learner.top_env)
+        if not world.main:
+            live["task_rng"] = rng.bit_generator.state
+            with tempfile.TemporaryDirectory() as tmp:
+                learner.save(Path(tmp))
+                snapshot.save(live, Path(tmp), rank_file(world.rank))
+                files = {f.name: f.read_bytes() for f in Path(tmp).iterdir()}
+            distributed.gather_to_main(files)
+            return Path(distributed.broadcast(None))
+        others = distributed.gather_to_main({})[1:]
         state = {"task_index": done - 1, "global_step": step, "iteration": iteration, "minutes": minutes(),
                  "algo": cfg.algo.name, "tasks_done": done, "tasks_sampled": sampled,
                  "groups": [c.state() for c in clocks],
                  "task_rng": rng.bit_generator.state, "config": run_config(cfg),
                  "spaces": env_spaces(venv.observation_space, venv.action_space)}
-        live = snapshot.capture(learner.live_models(mid_task), learner.top_env)
+        if world.active:
+            state["processes"] = world.size
 
         def fill(tmp: Path) -> None:
             learner.save(tmp)
             snapshot.save(live, tmp)
+            for files in others:  # the other processes' masters and states (their copies of what is shared skipped)
+                for name, data in files.items():
+                    if not (tmp / name).exists():
+                        (tmp / name).write_bytes(data)
 
         folder = checkpoint.write(folder, fill, state)
         checkpoint.prune(run_dir, cfg.checkpoint.get("keep_last"))
         logger.commit()  # W&B gets the rows up to this checkpoint, never rows a resume would redo
-        return folder
+        return Path(distributed.broadcast(str(folder)))
 
     def where() -> str:
-        tasks = ", ".join(f"group {c.group}: task #{c.task_index} ({c.task}), iteration {c.it}" for c in clocks)
-        return f"at global step {step}, iteration {iteration} ({tasks})"
+        tasks = ", ".join(f"group {c.group}: task #{c.task_index} ({c.task}), iteration {c.it}" for c in clocks
+                          if c.group in mine)
+        return f"at global step {step}, iteration {iteration} ({tasks})" + \
+            (f" in process {world.rank} of {world.size}" if world.active else "")
 
-    logger = RunLogger(run_dir, cfg, group=group, job_type=cfg.algo.name, name=run_dir.name, resume=resume)
+    logger = RunLogger(run_dir, cfg, group=group, job_type=cfg.algo.name, name=run_dir.name, resume=resume) \
+        if world.main else _Silent()
     start, start_step = time.perf_counter(), step
-    bar = tqdm(total=sched.n_tasks, initial=done, unit="task", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=sched.n_tasks, initial=done, unit="task", disable=not (progress and world.main),
+               dynamic_ncols=True)
     exit_code, stopped_by, last = 1, None, None
     try:
         with _StopSignals() as signals:
@@ -268,11 +360,11 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                 t0 = time.perf_counter()
                 joint = [c.joint(warmup) for c in clocks]
                 try:
-                    shared, per_group = learner.iterate(joint)
+                    shared, per_group = learner.iterate([joint[g] for g in mine], train_subs=any(joint))
                     faults.check_records(shared, "the sub-policy update")
-                    for g, metrics in enumerate(per_group):
+                    for g, metrics in zip(mine, per_group, strict=True):
                         faults.check_records(metrics, f"group {g}'s update")
-                    for name, model in learner.live_models(range(n_groups)).items():
+                    for name, model in learner.live_models(mine).items():
                         faults.check_model(model, name)
                 except faults.NonFiniteError as err:
                     good = checkpoint.list_checkpoints(run_dir)
@@ -280,11 +372,27 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                         f"{err} {where()}; nothing was checkpointed after it"
                         + (f" (the latest checkpoint, {good[-1]}, is from before)" if good else "")) from None
                 returns = [venv.pop(sl) for sl in learner.slices]
+                now, stop_for = minutes(), list(signals.pending)
+                if world.active:  # every process learns what every other saw, and takes the same decisions
+                    distributed.sync_obs_stats(obs_stats)
+                    parts = distributed.gather({"shared": shared, "groups": per_group, "returns": returns,
+                                                "tasks": {g: clocks[g].task for g in mine},
+                                                "signals": stop_for, "minutes": now})
+                    shared = merge_shared([part["shared"] for part in parts])
+                    per_group = [m for part in parts for m in part["groups"]]
+                    returns = [r for part in parts for r in part["returns"]]
+                    for part in parts:
+                        for g, task in part["tasks"].items():
+                            clocks[g].task = task
+                    stop_for = list(dict.fromkeys(n for part in parts for n in part["signals"]))  # one decision
+                    now = parts[0]["minutes"]
+                    if iteration % check_every == 0:
+                        distributed.check_identical(learner.shared_modules())
                 step += n_groups * sched.rollout_steps
                 iteration += 1
                 row = iteration_metrics(shared, per_group, returns, clocks, joint)
                 row["steps_per_second"] = n_groups * sched.rollout_steps / (time.perf_counter() - t0)
-                row["time_minutes"] = minutes()
+                row["time_minutes"] = now
                 logger.log(row, step)
                 finished = []
                 for c, rets in zip(clocks, returns, strict=True):
@@ -304,17 +412,19 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                 bar.set_postfix(steps=step, ret=f"{row['episode_return']:.1f}",
                                 sps=f"{(step - start_step) / (time.perf_counter() - start):.0f}")
                 if finished:
+                    distributed.check_identical(learner.shared_modules())
                     last = save(checkpoint.task_dir(run_dir, done - 1))
-                if signals.pending:
-                    print(f"\n{', '.join(signals.pending)}: checkpointing", file=sys.stderr, flush=True)
+                if stop_for:  # a signal that arrives later is seen by the next iteration
+                    if world.main:
+                        print(f"\n{', '.join(stop_for)}: checkpointing", file=sys.stderr, flush=True)
                     if not finished:
                         last = save(checkpoint.stop_dir(run_dir, step))
-                    stopped_by = signals.forward()
+                    stopped_by = signals.forward(stop_for)
                     if stopped_by is not None:
                         break
                 if not finished:
                     continue
-                if sched.get("max_minutes") and minutes() > sched.max_minutes:
+                if sched.get("max_minutes") and now > sched.max_minutes:
                     break
                 # MLSH's early stop reads the return at the end of warmup: a fresh master over the current sub-policies
                 target, window = sched.get("target_return"), sched.get("target_window", 20)
@@ -335,6 +445,8 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
             "final_return_last10": float(np.nanmean(finals[-10:])) if np.isfinite(finals[-10:]).any() else float("nan"),
             "warmup_return_last10": float(np.mean(warmups[-10:])) if warmups else float("nan"),
         }
+        if world.active:
+            summary["processes"] = world.size
         logger.summary(summary)
         logger.close(exit_code)
         venv.close()

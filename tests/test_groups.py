@@ -144,7 +144,7 @@ def test_subpolicy_update_gets_exactly_the_joint_groups_data(compose, monkeypatc
     for g in range(3):
         learner.start_task(g % 2, g)
     seen = []
-    monkeypatch.setattr(sb3_adapter, "train_on_batch", lambda model, batch: seen.append(batch) or {})
+    monkeypatch.setattr(sb3_adapter, "train_on_batch", lambda model, batch, **kw: seen.append(batch) or {})
     traj_box = []
     real_pop = learner.env.pop_trajectory
     learner.env.pop_trajectory = lambda: traj_box.append(real_pop()) or traj_box[-1]

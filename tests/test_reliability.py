@@ -184,12 +184,15 @@ def test_signals_are_forwarded_to_a_launchers_handlers_sigusr2_first():
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGUSR2)
             assert signals.pending == ["SIGTERM", "SIGUSR2"] and not calls  # only flagged until the checkpoint
-            assert signals.forward() is None  # both launcher handlers returned: training goes on
-            assert calls == ["requeue", "bypass"]
+            assert signals.forward(["SIGTERM", "SIGUSR2"]) is None  # both launcher handlers returned: go on
+            assert calls == ["requeue", "bypass"] and signals.pending == []
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         with _StopSignals() as signals:
             os.kill(os.getpid(), signal.SIGTERM)
-            assert signals.forward() == "SIGTERM"  # no launcher handler: the run stops
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert signals.forward(["SIGTERM"]) == "SIGTERM"  # no launcher handler: the run stops
+            assert signals.pending == ["SIGUSR2"]  # arrived after the decision: left for the next iteration
+            signals.pending.clear()
             os.kill(os.getpid(), signal.SIGINT)
             with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C stops at once
                 os.kill(os.getpid(), signal.SIGINT)
@@ -236,8 +239,8 @@ def test_an_injected_non_finite_loss_stops_the_run_and_the_latest_checkpoint_sta
     cfg = compose(*BASE, "schedule.n_tasks=6", "logger.mode=disabled")
     real, calls = subpolicies.SubPolicyLearner.batches, {"n": 0}
 
-    def poisoned(self, traj, groups=None):
-        out = real(self, traj, groups)
+    def poisoned(self, traj, groups=None, group_ids=None):
+        out = real(self, traj, groups, group_ids)
         calls["n"] += 1
         if calls["n"] == 5:
             k = next(k for k, batch in enumerate(out) if batch is not None)

@@ -1,0 +1,233 @@
+"""How meta-training scales over processes (torch.distributed, gloo): P=1 and P=2 timed in one command, at equal
+task groups and primitive steps, then a projection to the paper's 120 processes from the measured parts.
+
+    python -m mlsh.benchmarks.scaling [--envs movement_bandits ant_two_walk] [--procs 1 2] [--repeats 2]
+
+Each run is ``torchrun --standalone --nproc-per-node P`` of the full loop (``mlsh.train.meta_train``: checkpoints
+and metrics file included, W&B disabled) with G task groups (default: the largest P, one group per process),
+runs of both P alternating, each figure the best of ``--repeats``. Efficiency = rate(P) / (P x rate(1)). Rank 0
+also times the parts of an iteration: collection (every primitive step with the sub-policy and master forwards),
+the masters' updates, the sub-policy updates and, inside them, the gradient all-reduces.
+
+The projection keeps one task group per process, as the P=2 run: each process's collection, master update and
+sub-policy compute per iteration stay as measured there, and only the all-reduces grow with P. Each sub-policy
+update is the same number of minibatches on every process, each ending in one all-reduce of the sub-policy's
+gradient (the measured count per iteration). An all-reduce on P processes is modelled as a ring (gloo's and
+NCCL's algorithm for large messages): 2 (P - 1) latency terms and 2 (P - 1) / P of the message over the link,
+latency and bandwidth fitted to all-reduces of the real sub-policy sizes measured over gloo on loopback
+(2 processes). A real network has a higher latency than loopback: the table also shows a 50 us link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+
+# per env: schedule overrides that give a short, steady run (two thirds of the iterations joint, as the ant's
+# W=20, U=40) and enough tasks per group for a few minutes
+RUNS = {
+    "movement_bandits": ["schedule.warmup_iters=9", "schedule.joint_iters=1"],
+    "ant_two_walk": ["schedule.warmup_iters=2", "schedule.joint_iters=4", "schedule.rollout_steps=4000"],
+}
+
+
+def worker(out: Path, overrides: list[str]) -> None:
+    """One process of a timed run (started by torchrun): the loop, with its parts timed."""
+    import torch as th
+    from hydra import compose, initialize_config_dir
+
+    from mlsh import distributed, learners, sb3_adapter, subpolicies
+    from mlsh.train import meta_train
+
+    th.set_num_threads(1)
+    world = distributed.init(300)
+    parts = {"iterate": 0.0, "collect": 0.0, "subs": 0.0, "allreduce": 0.0, "allreduces": 0, "sub_updates": 0}
+
+    def timed(fn, key, count=None):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                parts[key] += time.perf_counter() - t0
+                if count:
+                    parts[count] += 1
+        return wrapper
+
+    # masters = iterate - collect - subs
+    learners.MLSHLearner.iterate = timed(learners.MLSHLearner.iterate, "iterate")
+    sb3_adapter.collect_groups = timed(sb3_adapter.collect_groups, "collect")
+    subpolicies.SubPolicyLearner.train = timed(subpolicies.SubPolicyLearner.train, "subs", "sub_updates")
+    distributed.GradientMean._reduce = timed(distributed.GradientMean._reduce, "allreduce", "allreduces")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["logger.mode=disabled", "progress_bar=false", *overrides])
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        summary = meta_train(cfg, Path(tmp) / "run", progress=False)
+        wall = time.perf_counter() - t0
+    if world.main:
+        (out / "result.json").write_text(json.dumps({"summary": summary, "parts": parts, "wall": wall}))
+    distributed.shutdown()
+
+
+def allreduce_worker(out: Path, sizes: list[int], repeats: int) -> None:
+    """Time all-reduces of float64 vectors of ``sizes`` elements (the sub-policies' gradients) over gloo."""
+    import torch as th
+    import torch.distributed as dist
+
+    from mlsh import distributed
+
+    world = distributed.init(300)
+    result = {}
+    for n in sizes:
+        t = th.zeros(n, dtype=th.float64)
+        for _ in range(20):
+            dist.all_reduce(t)
+        times = []
+        for _ in range(repeats):
+            dist.barrier()
+            t0 = time.perf_counter()
+            dist.all_reduce(t)
+            times.append(time.perf_counter() - t0)
+        result[n] = float(np.median(times))
+    if world.main:
+        (out / "allreduce.json").write_text(json.dumps(result))
+    distributed.shutdown()
+
+
+def torchrun(nproc: int, args: list[str], timeout: float = 3600) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "mlsh.benchmarks.scaling", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+
+
+def subpolicy_size(env: str) -> int:
+    """Trainable parameters of one sub-policy of an env's default config."""
+    from hydra import compose, initialize_config_dir
+
+    from mlsh.learners import build_ppo, make_task_env
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"env={env}", "logger.mode=disabled"])
+    venv = make_task_env(cfg, seed=0, n_groups=1)
+    model = build_ppo(cfg.algo.subpolicy, venv, 10)
+    venv.close()
+    return sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
+
+
+def ring_seconds(nbytes: float, procs: int, latency: float, bandwidth: float) -> float:
+    return 0.0 if procs == 1 else 2 * (procs - 1) * latency + 2 * (procs - 1) / procs * nbytes / bandwidth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envs", nargs="+", default=list(RUNS))
+    parser.add_argument("--procs", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--groups", type=int, default=None, help="G (default: the largest P)")
+    parser.add_argument("--tasks", type=int, default=None, help="tasks per group (default: 3 MovementBandits, 1 ant)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--allreduce", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(Path(args.worker[0]), args.worker[1:])
+    if args.allreduce:
+        return allreduce_worker(Path(args.allreduce[0]), [int(n) for n in args.allreduce[1].split(",")],
+                                int(args.allreduce[2]))
+    G = args.groups or max(args.procs)
+    tables = []
+    for env in args.envs:
+        tasks = args.tasks or (3 if env == "movement_bandits" else 1)
+        overrides = [f"env={env}", *RUNS.get(env, []), f"schedule.n_groups={G}", f"schedule.n_tasks={G * tasks}",
+                     "schedule.stagger=wrapped"]
+        best: dict[int, dict] = {}
+        for r in range(args.repeats):
+            for p in args.procs:
+                with tempfile.TemporaryDirectory() as tmp:
+                    torchrun(p, ["--worker", tmp, *overrides])
+                    res = json.loads((Path(tmp) / "result.json").read_text())
+                if p not in best or res["summary"]["steps_per_second"] > best[p]["summary"]["steps_per_second"]:
+                    best[p] = res
+            print(f"{env} repeat {r + 1}: " + ", ".join(f"P={p} {b['summary']['steps_per_second']:,.0f} steps/s"
+                                                      for p, b in best.items()), flush=True)
+        tables.append((env, overrides, best))
+    print(f"\nscaling on this machine ({os.cpu_count()} cores), G={G} task groups, equal primitive steps, best of "
+          f"{args.repeats}, torch threads 1:")
+    print(f"{'env':<18} {'P':>2} {'steps':>10} {'steps/s':>9} {'efficiency':>10}   seconds per iteration on rank 0: "
+          f"collect, masters, subs (of which all-reduce, calls)")
+    for env, _, best in tables:
+        ref = best[min(best)]["summary"]["steps_per_second"] / min(best)
+        for p, b in sorted(best.items()):
+            s, t = b["summary"], per_iteration(b, env, G)
+            print(f"{env:<18} {p:>2} {s['global_step']:>10,} {s['steps_per_second']:>9,.0f} "
+                  f"{s['steps_per_second'] / (p * ref):>10.2f}   {t['collect']:.3f}, {t['masters']:.3f}, "
+                  f"{t['subs']:.3f} ({t['allreduce']:.4f}, {t['allreduces']:.0f})")
+    projection(tables, G)
+
+
+def per_iteration(result: dict, env: str, G: int) -> dict[str, float]:
+    """Rank 0's parts of one iteration, in seconds (``allreduces``: calls)."""
+    parts = result["parts"]
+    iters = result["summary"]["global_step"] / (G * float(_rollout(env)))
+    out = {k: parts[k] / iters for k in ("collect", "subs", "allreduce", "allreduces")}
+    out["masters"] = (parts["iterate"] - parts["collect"] - parts["subs"]) / iters
+    return out
+
+
+def _rollout(env: str) -> int:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"env={env}", *RUNS.get(env, [])])
+    return int(cfg.schedule.rollout_steps)
+
+
+def projection(tables, G: int) -> None:
+    """Steps/s and efficiency projected to 10..120 processes (the paper's 120 workers), one task group per process,
+    from the P=2 run's parts and all-reduces timed on loopback."""
+    for env, _, best in tables:
+        if 1 not in best or 2 not in best or G != 2:
+            continue
+        n_params = subpolicy_size(env)
+        sizes = [n_params, 4 * n_params, 16 * n_params]
+        with tempfile.TemporaryDirectory() as tmp:
+            torchrun(2, ["--allreduce", tmp, ",".join(map(str, sizes)), "200"])
+            measured = {int(k): v for k, v in json.loads((Path(tmp) / "allreduce.json").read_text()).items()}
+        # a ring on 2 processes: 2 latency terms and one message over the link: fit latency and bandwidth
+        slope, intercept = np.polyfit([8.0 * n for n in sizes], [measured[n] for n in sizes], 1)
+        latency, bandwidth = max(intercept / 2, 1e-7), 1.0 / max(slope, 1e-12)
+        t = per_iteration(best[2], env, G)
+        compute = t["collect"] + t["masters"] + t["subs"] - t["allreduce"]
+        rollout = float(_rollout(env))
+        print(f"\n{env}: projection, one task group of {rollout:,.0f} steps per process and iteration (from P=2: "
+              f"{t['collect']:.3f} s collecting, {t['masters']:.3f} s master update, "
+              f"{t['subs'] - t['allreduce']:.3f} s sub-policy compute, {t['allreduces']:.0f} all-reduces of "
+              f"{n_params:,} float64)")
+        print("all-reduce over gloo on loopback, 2 processes: " + ", ".join(
+            f"{n * 8 / 1024:.0f} KiB {measured[n] * 1e6:.0f} us" for n in sizes)
+            + f"; fitted latency {latency * 1e6:.1f} us, bandwidth {bandwidth / 1e9:.2f} GB/s")
+        print(f"{'P':>4} {'steps/s (loopback)':>19} {'efficiency':>10} {'steps/s (50 us link)':>21} {'efficiency':>10}")
+        for p in (1, 2, 10, 20, 40, 80, 120):
+            row = []
+            for lat in (latency, 50e-6):
+                seconds = compute + t["allreduces"] * ring_seconds(8.0 * n_params, p, lat, bandwidth)
+                row += [p * rollout / seconds, (rollout / seconds) / (rollout / compute)]
+            print(f"{p:>4} {row[0]:>19,.0f} {row[1]:>10.2f} {row[2]:>21,.0f} {row[3]:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""Task groups spread over processes with torch.distributed (issue 11): 2-process gloo runs started with torchrun."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+
+from mlsh import checkpoint
+from mlsh.runlog import read_metrics
+from tests.conftest import ROOT
+
+WORKER = str(ROOT / "tests" / "distributed_worker.py")
+TIMING = ("steps_per_second", "time_minutes")
+# MovementBandits, 2 task groups of 2 envs, 1 warmup + 2 joint iterations per task
+SMALL = ("schedule=smoke", "schedule.n_groups=2", "schedule.joint_iters=2")
+
+
+def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+
+
+def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[:3000] + "\n...\n" + proc.stderr[-3000:]
+    return proc
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run_dir)]
+
+
+def test_update_over_two_processes_equals_the_update_in_one(tmp_path):
+    """Two groups' data: one process with both, or two processes with one each (process 1 has no data for
+    sub-policy 1 and joins its update with weight 0): the same parameters after three updates, to float tolerance,
+    and bit-identical on the two processes."""
+    ok(run([sys.executable, WORKER, "update", str(tmp_path / "one")]))
+    ok(run(torchrun(WORKER, "update", str(tmp_path / "two"))))
+    one = th.load(tmp_path / "one" / "update_rank0.pt")
+    rank0, rank1 = (th.load(tmp_path / "two" / f"update_rank{r}.pt") for r in (0, 1))
+    init = th.load(tmp_path / "one" / "init_rank0.pt")
+    init1 = th.load(tmp_path / "two" / "init_rank1.pt")
+    for k in range(2):
+        for name, value in one[k].items():
+            assert th.equal(rank0[k][name], rank1[k][name]), (k, name)
+            assert th.allclose(value, rank0[k][name], rtol=0, atol=1e-6), (k, name)
+        assert th.equal(init[k]["action_net.weight"], init1[k]["action_net.weight"])  # the same start everywhere
+        # the updates moved every sub-policy, sub-policy 1 on group 0's data alone
+        assert float((one[k]["action_net.weight"] - init[k]["action_net.weight"]).abs().max()) > 1e-3
+
+
+def test_two_processes_train_identical_subpolicies_each_on_its_own_groups(tmp_path):
+    ok(run(torchrun(WORKER, "train", str(tmp_path), "env=movement_bandits", *SMALL, "schedule.n_tasks=6")))
+    got = [th.load(tmp_path / f"params_rank{r}.pt") for r in (0, 1)]
+    assert [g["groups"] for g in got] == [[0], [1]]
+    for k, (a, b) in enumerate(zip(got[0]["params"], got[1]["params"], strict=True)):
+        for name in a:
+            assert th.equal(a[name], b[name]), (k, name)
+    run_dir = tmp_path / "run"
+    ckpt = checkpoint.latest(run_dir)
+    assert {"sub0.zip", "sub1.zip", "master_g0.zip", "master_g1.zip", "resume.pkl", "resume_rank1.pkl"} <= \
+        {f.name for f in ckpt.iterdir()}
+    state = checkpoint.read_state(ckpt)
+    assert state["processes"] == 2 and [c["group"] for c in state["groups"]] == [0, 1]
+    assert all(c["task"] is not None for c in state["groups"])  # rank 1's group's task reached rank 0
+    metrics = read_metrics(run_dir)
+    steps = [r["global_step"] for r in metrics if "episode_return" in r]
+    assert steps == [(i + 1) * 2 * 200 for i in range(len(steps))]  # one step axis: both groups' steps
+    first = next(r for r in metrics if "episode_return" in r)
+    assert {"group0/episode_return", "group1/episode_return", "group1/master/entropy"} <= set(first)
+    assert sorted(r["task/index"] for r in metrics if "task/index" in r) == list(range(6))
+    assert got[0]["summary"]["processes"] == 2 and got[0]["summary"]["tasks_done"] == 6
+
+
+def test_observation_statistics_are_merged_over_processes(tmp_path):
+    """AntTwoWalk filters observations: after the run both processes hold the statistics of every process's
+    observations, identical."""
+    ok(run(torchrun(WORKER, "train", str(tmp_path), "env=ant_two_walk", "schedule.n_groups=2", "schedule.n_envs=2",
+                    "schedule.rollout_steps=400", "schedule.warmup_iters=1", "schedule.joint_iters=1",
+                    "schedule.n_tasks=2", "schedule.stagger=wrapped")))
+    got = [th.load(tmp_path / f"params_rank{r}.pt", weights_only=False) for r in (0, 1)]
+    (m0, v0, c0), (m1, v1, c1) = (g["obs_stats"] for g in got)
+    assert (m0 == m1).all() and (v0 == v1).all() and c0 == c1
+    steps = got[0]["summary"]["global_step"]  # every primitive step of both processes
+    assert steps <= c0 < steps + 100  # each observation once (plus the first ones after resets)
+
+
+def test_merged_statistics_equal_those_of_all_the_data():
+    from mlsh.groups import TrackedRMS
+
+    rng = np.random.default_rng(0)
+    data = [rng.normal(size=(50, 3)) + i for i in range(2)]
+    procs = [TrackedRMS(shape=(3,)) for _ in data]
+    for rms, x in zip(procs, data, strict=True):
+        rms.update(x[:20])
+        rms.update(x[20:])
+    fresh = [(r.fresh.mean, r.fresh.var, r.fresh.count) for r in procs]
+    for rms in procs:
+        rms.merge(fresh)
+    whole = TrackedRMS(shape=(3,))
+    whole.update(np.concatenate(data))
+    for rms in procs:
+        assert np.allclose(rms.mean, whole.mean) and np.allclose(rms.var, whole.var) and rms.count == whole.count
+        assert rms.fresh.count == 0  # the next merge adds only what comes after
+
+
+def test_an_exception_in_one_process_stops_the_others_within_seconds(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "FAIL_RANK1_AFTER": "12"}
+    t0 = time.time()
+    proc = subprocess.run(torchrun(WORKER, "train", str(tmp_path), "env=movement_bandits", *SMALL,
+                                   "schedule.n_tasks=400"), cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode != 0 and time.time() - t0 < 120
+    assert "RuntimeError: injected failure" in proc.stderr
+    assert "rank 0 of 2:" in proc.stderr and "another process of the run is gone" in proc.stderr
+    checkpoint.verify(checkpoint.latest(tmp_path / "run"))
+
+
+def test_the_parameter_check_names_the_rank_and_tensor_that_drifted(tmp_path):
+    ok(run(torchrun(WORKER, "drift", str(tmp_path))))
+    for r in (0, 1):
+        said = (tmp_path / f"drift_rank{r}.txt").read_text().splitlines()
+        assert said[0] == "identical"
+        assert "rank 1's sub-policy 1 parameter 'bias' differs from rank 0's" in said[1]
+
+
+def test_run_py_under_torchrun_writes_one_run_folder_from_rank_0(tmp_path):
+    before = set(glob.glob("/tmp/mlsh-rank1-*"))
+    proc = ok(run(torchrun("run.py", *SMALL, "schedule.n_tasks=4", "logger.mode=offline", "progress_bar=false",
+                           f"hydra.run.dir={tmp_path / 'run'}"), timeout=300))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    run_dir = tmp_path / "run"
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "provenance.json").exists()
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # one W&B run, rank 0's
+    assert proc.stdout.count("run folder:") == 1 and "processes=2" in proc.stdout
+    assert set(glob.glob("/tmp/mlsh-rank1-*")) == before  # rank 1's scratch folder for Hydra is gone
+    assert len([r for r in read_metrics(run_dir) if "task/index" in r]) == 4
+
+
+def test_a_multirun_of_distributed_runs(tmp_path):
+    ok(run(torchrun("run.py", "-m", *SMALL, "schedule.n_tasks=2", "logger.mode=disabled", "progress_bar=false",
+                    "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"), timeout=300))
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert [j.split("_")[0] for j in jobs] == ["0", "1"] and [j[-6:] for j in jobs] == ["seed=0", "seed=1"]
+    for job in jobs:
+        state = checkpoint.read_state(checkpoint.latest(tmp_path / "sweep" / job))
+        assert state["processes"] == 2 and state["tasks_done"] == 2
+
+
+def test_groups_that_do_not_spread_evenly_are_a_config_error(tmp_path):
+    proc = run(torchrun("run.py", "schedule=smoke", "schedule.n_groups=3", "logger.mode=disabled",
+                        f"hydra.run.dir={tmp_path / 'run'}"))
+    assert proc.returncode != 0
+    assert "schedule.n_groups=3 task groups cannot be spread evenly over 2 processes" in proc.stderr
+    # no traceback through our code (torchrun prints its own)
+    assert f'File "{ROOT / "mlsh"}' not in proc.stderr and f'File "{ROOT / "run.py"}' not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def _workers(agent: int) -> dict[int, int]:
+    """rank -> pid of the worker processes a torchrun agent started."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            env = dict(e.split("=", 1) for e in open(f"/proc/{pid}/environ").read().split("\0") if "=" in e)
+        except OSError:
+            continue
+        if parent == agent and "RANK" in env:
+            found[int(env["RANK"])] = int(pid)
+    return found
+
+
+def _start(tmp_path, *overrides, cmd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = cmd or torchrun("run.py", *SMALL, "logger.mode=disabled", "progress_bar=false", *overrides,
+                          f"hydra.run.dir={tmp_path / 'run'}")
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_checkpoints(run_dir: Path, n: int, proc, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if len(checkpoint.list_checkpoints(run_dir)) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} checkpoints in {timeout} s: {proc.communicate()}")
+
+
+def test_a_killed_process_ends_the_run_with_a_named_error_and_a_good_checkpoint(tmp_path):
+    proc = _start(tmp_path, "schedule.n_tasks=400")
+    _wait_for_checkpoints(tmp_path / "run", 2, proc)
+    workers = _workers(proc.pid)
+    assert sorted(workers) == [0, 1]
+    os.kill(workers[1], signal.SIGKILL)
+    killed = time.time()
+    out, err = proc.communicate(timeout=120)
+    assert time.time() - killed < 60  # no hang
+    assert proc.returncode != 0
+    assert "process 0 of 2: error: rank 0 of 2:" in err and "another process of the run is gone" in err
+    assert "rank      : 1" in err  # torchrun names the rank that failed
+    good = checkpoint.latest(tmp_path / "run")
+    checkpoint.verify(good)
+
+
+def test_sigterm_then_resume_continues_a_two_process_run_exactly(tmp_path):
+    ok(run(torchrun("run.py", *SMALL, "schedule.n_tasks=16", "logger.mode=disabled", "progress_bar=false",
+                    f"hydra.run.dir={tmp_path / 'whole'}")))
+    proc = _start(tmp_path, "schedule.n_tasks=16")
+    _wait_for_checkpoints(tmp_path / "run", 3, proc)
+    proc.send_signal(signal.SIGTERM)  # torchrun hands it to both processes
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "SIGTERM: checkpointing" in err, err[-3000:]
+    done = checkpoint.read_state(checkpoint.latest(tmp_path / "run"))["tasks_done"]
+    assert done < 16
+    ok(run(torchrun("-m", "mlsh.resume", str(tmp_path / "run"))))
+    assert rows(tmp_path / "run") == rows(tmp_path / "whole")
+
+
+def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
+    ok(run(torchrun("run.py", *SMALL, "schedule.n_tasks=2", "logger.mode=disabled", "progress_bar=false",
+                    f"hydra.run.dir={tmp_path / 'run'}")))
+    proc = run([sys.executable, "-m", "mlsh.resume", str(tmp_path / "run"), "--n-tasks", "4"])
+    assert proc.returncode != 0
+    assert "is of a run over 2 processes: resume it with as many" in proc.stderr
+    assert json.loads((checkpoint.latest(tmp_path / "run") / "state.json").read_text())["tasks_done"] == 2
+
+
+@pytest.mark.parametrize("weighting", ["samples"])
+def test_settings_that_cannot_be_spread_are_refused_up_front(compose, weighting):
+    from mlsh.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="group_weighting=samples is single-process only"):
+        validate(compose("schedule.n_groups=2", f"algo.subpolicy.group_weighting={weighting}"), processes=2)
+    with pytest.raises(ConfigError, match="target_kl=0.01 stops PPO's epochs early"):
+        validate(compose("schedule.n_groups=2", "+algo.subpolicy.ppo.target_kl=0.01"), processes=2)
+    validate(compose("schedule.n_groups=2", f"algo.subpolicy.group_weighting={weighting}"), processes=1)
+
+
+def test_the_submitit_launcher_starts_one_run_over_its_tasks(tmp_path):
+    """The SLURM path's local stand-in: hydra-submitit-launcher's submitit_local with 2 tasks per node; each task
+    is one process of the run (the rendezvous variables come from submitit's job environment)."""
+    ok(run([sys.executable, "run.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+            *SMALL, "schedule.n_tasks=4", "logger.mode=disabled", "progress_bar=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"], timeout=600))
+    (job,) = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.startswith("0_")]
+    state = checkpoint.read_state(checkpoint.latest(job))
+    assert state["processes"] == 2 and state["tasks_done"] == 4
+    assert (checkpoint.latest(job) / "resume_rank1.pkl").exists()
