@@ -1,7 +1,7 @@
 """Many processes: the task groups of one run spread over P processes with ``torch.distributed``.
 
 ``torchrun --nproc-per-node P run.py ...`` (or P SLURM tasks started by the submitit launcher) starts P copies of
-the run; ``init()`` joins them into one process group (gloo on CPU, nccl when the policies live on CUDA). Rank r
+the run; ``init()`` joins them into one process group (gloo: the policies live on the CPU). Rank r
 owns the task groups ``r * G/P ... (r + 1) * G/P - 1``: their envs, tasks and masters. What is shared:
 
 - the sub-policies. Every rank holds the same parameters (broadcast from rank 0 at the start) and takes the same
@@ -89,8 +89,8 @@ def init(timeout_s: float = 300.0, backend: str | None = None) -> World:
     where = launched()
     if where is None or dist.is_initialized():
         return _WORLD
-    backend = backend or ("nccl" if th.cuda.is_available() and os.environ.get("MLSH_NCCL") else "gloo")
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    # gloo: the policies live on the CPU (learners.build_ppo); nccl would need them, and every collective, on CUDA
+    dist.init_process_group(backend or "gloo", timeout=timedelta(seconds=timeout_s))
     _WORLD = World(dist.get_rank(), dist.get_world_size())
     return _WORLD
 

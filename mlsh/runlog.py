@@ -205,10 +205,17 @@ class RunLogger:
         self._pending = []
         try:  # release W&B's service connection now, or its exit hook prints a traceback when Python exits
             import wandb
+            from wandb.sdk import wandb_setup
 
+            setup = getattr(wandb_setup, "_singleton", None)
             wandb.teardown()
-        except Exception:  # noqa: BLE001, S110 - the service is gone: nothing to release
-            pass
+        except Exception:  # noqa: BLE001 - the service is gone
+            # W&B's teardown then raises before it joins its event-loop thread, and a thread left running when
+            # Python exits aborts the process ("terminate called without an active exception"): join it here
+            try:
+                setup._asyncer.join()
+            except Exception:  # noqa: BLE001, S110 - nothing left to release
+                pass
         # W&B leaves its service's address in the environment, where child processes (a sweep's jobs, torchrun
         # workers) would find a service that is gone: they start their own instead
         os.environ.pop("WANDB_SERVICE", None)

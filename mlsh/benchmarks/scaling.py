@@ -5,7 +5,9 @@ task groups and primitive steps, then a projection to the paper's 120 processes 
 
 Each run is ``torchrun --standalone --nproc-per-node P`` of the full loop (``mlsh.train.meta_train``: checkpoints
 and metrics file included, W&B disabled) with G task groups (default: the largest P, one group per process),
-runs of both P alternating, each figure the best of ``--repeats``. Efficiency = rate(P) / (P x rate(1)). Rank 0
+runs of both P alternating, each figure the best of ``--repeats``. Efficiency = rate(P) / (P x rate(1)). Beside
+each P > 1, P independent single-process runs of G/P groups each, started together and sharing nothing, show
+what the machine gives P processes at all (its ceiling: cache, memory bandwidth, clock). Rank 0
 also times the parts of an iteration: collection (every primitive step with the sub-policy and master forwards),
 the masters' updates, the sub-policy updates and, inside them, the gradient all-reduces.
 
@@ -106,6 +108,27 @@ def allreduce_worker(out: Path, sizes: list[int], repeats: int) -> None:
     distributed.shutdown()
 
 
+def independent(nproc: int, G: int, overrides: list[str], tasks: int) -> dict:
+    """``nproc`` single-process runs of G / nproc groups each, started together with nothing shared: what this
+    machine gives ``nproc`` processes at all (its ceiling for the distributed run)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    own = [*overrides, f"schedule.n_groups={G // nproc}", f"schedule.n_tasks={G // nproc * tasks}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = [Path(tmp) / str(i) for i in range(nproc)]
+        procs = []
+        for folder in folders:
+            folder.mkdir()
+            procs.append(subprocess.Popen([sys.executable, "-m", "mlsh.benchmarks.scaling", "--worker", str(folder),
+                                           *own], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        for proc in procs:
+            _, err = proc.communicate(timeout=3600)
+            if proc.returncode != 0:
+                raise SystemExit(f"an independent run failed:\n{err.decode()[-3000:]}")
+        results = [json.loads((f / "result.json").read_text()) for f in folders]
+    return {"steps_per_second": sum(r["summary"]["steps_per_second"] for r in results),
+            "global_step": sum(r["summary"]["global_step"] for r in results)}
+
+
 def torchrun(nproc: int, args: list[str], timeout: float = 3600) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
@@ -155,6 +178,8 @@ def main() -> None:
         overrides = [f"env={env}", *RUNS.get(env, []), f"schedule.n_groups={G}", f"schedule.n_tasks={G * tasks}",
                      "schedule.stagger=wrapped"]
         best: dict[int, dict] = {}
+        ceiling: dict[int, dict] = {}
+        base = [f"env={env}", *RUNS.get(env, []), "schedule.stagger=wrapped"]
         for r in range(args.repeats):
             for p in args.procs:
                 with tempfile.TemporaryDirectory() as tmp:
@@ -162,20 +187,30 @@ def main() -> None:
                     res = json.loads((Path(tmp) / "result.json").read_text())
                 if p not in best or res["summary"]["steps_per_second"] > best[p]["summary"]["steps_per_second"]:
                     best[p] = res
+                if p > 1:
+                    alone = independent(p, G, base, tasks)
+                    if p not in ceiling or alone["steps_per_second"] > ceiling[p]["steps_per_second"]:
+                        ceiling[p] = alone
             print(f"{env} repeat {r + 1}: " + ", ".join(f"P={p} {b['summary']['steps_per_second']:,.0f} steps/s"
-                                                      for p, b in best.items()), flush=True)
-        tables.append((env, overrides, best))
+                                                      for p, b in best.items())
+                  + "".join(f", {p} independent {c['steps_per_second']:,.0f}" for p, c in ceiling.items()), flush=True)
+        tables.append((env, overrides, best, ceiling))
     print(f"\nscaling on this machine ({os.cpu_count()} cores), G={G} task groups, equal primitive steps, best of "
           f"{args.repeats}, torch threads 1:")
-    print(f"{'env':<18} {'P':>2} {'steps':>10} {'steps/s':>9} {'efficiency':>10}   seconds per iteration on rank 0: "
-          f"collect, masters, subs (of which all-reduce, calls)")
-    for env, _, best in tables:
+    print(f"{'env':<18} {'run':<16} {'steps':>10} {'steps/s':>9} {'efficiency':>10}   seconds per iteration on rank "
+          f"0: collect, masters, subs (of which all-reduce, calls)")
+    for env, _, best, ceiling in tables:
         ref = best[min(best)]["summary"]["steps_per_second"] / min(best)
         for p, b in sorted(best.items()):
             s, t = b["summary"], per_iteration(b, env, G)
-            print(f"{env:<18} {p:>2} {s['global_step']:>10,} {s['steps_per_second']:>9,.0f} "
+            print(f"{env:<18} {f'P={p}':<16} {s['global_step']:>10,} {s['steps_per_second']:>9,.0f} "
                   f"{s['steps_per_second'] / (p * ref):>10.2f}   {t['collect']:.3f}, {t['masters']:.3f}, "
                   f"{t['subs']:.3f} ({t['allreduce']:.4f}, {t['allreduces']:.0f})")
+            if p in ceiling:
+                c = ceiling[p]
+                print(f"{env:<18} {f'{p} independent':<16} {c['global_step']:>10,} {c['steps_per_second']:>9,.0f} "
+                      f"{c['steps_per_second'] / (p * ref):>10.2f}   ({p} single-process runs of {G // p} groups at "
+                      f"once, sharing nothing: P={p} is {s['steps_per_second'] / c['steps_per_second']:.2f} of it)")
     projection(tables, G)
 
 
@@ -199,7 +234,7 @@ def _rollout(env: str) -> int:
 def projection(tables, G: int) -> None:
     """Steps/s and efficiency projected to 10..120 processes (the paper's 120 workers), one task group per process,
     from the P=2 run's parts and all-reduces timed on loopback."""
-    for env, _, best in tables:
+    for env, _, best, _ in tables:
         if 1 not in best or 2 not in best or G != 2:
             continue
         n_params = subpolicy_size(env)
