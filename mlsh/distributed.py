@@ -8,8 +8,9 @@ owns the task groups ``r * G/P ... (r + 1) * G/P - 1``: their envs, tasks and ma
   optimizer steps: each minibatch's gradient is the mean of the joint groups' gradients over all ranks
   (``GradientMean``: each rank's gradient, already the mean over its own joint groups, weighted by their number),
   counting only the ranks that contribute, as the original's MPI-Adam did. A rank without data for a sub-policy
-  still takes part, with weight 0, so that every collective is met on every rank. ``check_identical`` asserts
-  the parameters bit-identical at an interval (the original: every 100 steps);
+  still takes part, with weight 0, so that every collective is met on every rank; when a single rank has data,
+  it trains alone and sends the result (``send_training_state``). ``check_identical`` asserts the parameters
+  bit-identical at an interval (the original: every 100 steps);
 - the observation filter's statistics (``sync_obs_stats``), merged over ranks after every iteration;
 - the loop's control: metrics and stop decisions are gathered to rank 0, which alone writes the run folder, and
   its decisions are broadcast.
@@ -181,6 +182,24 @@ def broadcast_parameters(modules: Iterable[th.nn.Module]) -> None:
             offset += t.numel()
 
 
+def send_training_state(model) -> None:
+    """This process trained ``model`` (an SB3 PPO) alone: every other process gets its weights, optimizer state
+    and update counter (``receive_training_state``), bit for bit."""
+    box = [(model.policy.state_dict(), model.policy.optimizer.state_dict(), model._n_updates)]
+    with _guard("broadcast_object_list"):
+        dist.broadcast_object_list(box, src=_WORLD.rank)
+
+
+def receive_training_state(model, src: int) -> None:
+    box = [None]
+    with _guard("broadcast_object_list"):
+        dist.broadcast_object_list(box, src=src)
+    weights, optimizer, n_updates = box[0]
+    model.policy.load_state_dict(weights)
+    model.policy.optimizer.load_state_dict(optimizer)
+    model._n_updates = n_updates
+
+
 class GradientMean:
     """Averages a module's gradients over ranks after every backward pass, before SB3 clips and steps them.
 
@@ -209,9 +228,9 @@ class GradientMean:
 
     def _reduce(self) -> None:
         grads = [p.grad for p in self.params]
-        flat = th.cat([g.reshape(-1) for g in grads]).double()
+        flat = th.cat([g.reshape(-1) for g in grads])
         flat.mul_(self.weight)
-        joined = th.cat([flat, th.tensor([self.weight], dtype=th.float64)])
+        joined = th.cat([flat, th.tensor([self.weight], dtype=flat.dtype)])
         with _guard(f"the gradient all-reduce of {self.name}"):
             dist.all_reduce(joined)
         flat, total = joined[:-1], float(joined[-1])

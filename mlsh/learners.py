@@ -54,7 +54,8 @@ def make_task_env(cfg: DictConfig, seed: int, n_groups: int | None = None) -> Ep
 OBS_STATS = "obs_normalizer.pkl"
 
 
-def _normalizer(venv: VecEnv) -> VecNormalize | None:
+def normalizer(venv: VecEnv) -> VecNormalize | None:
+    """The observation filter of an env stack (None without one)."""
     while isinstance(venv, VecEnvWrapper):
         if isinstance(venv, VecNormalize):
             return venv
@@ -64,20 +65,20 @@ def _normalizer(venv: VecEnv) -> VecNormalize | None:
 
 def freeze_obs_stats(venv: VecEnv) -> None:
     """Stop updating the observation filter (evaluation of policies trained behind it)."""
-    norm = _normalizer(venv)
+    norm = normalizer(venv)
     if norm is not None:
         norm.training = False
 
 
 def save_obs_stats(venv: VecEnv, folder: Path) -> None:
-    norm = _normalizer(venv)
+    norm = normalizer(venv)
     if norm is not None:
         norm.save(str(Path(folder) / OBS_STATS))
 
 
 def load_obs_stats(venv: VecEnv, folder: Path) -> None:
     """Restore the observation filter saved with a checkpoint (when this env uses one)."""
-    norm, path = _normalizer(venv), Path(folder) / OBS_STATS
+    norm, path = normalizer(venv), Path(folder) / OBS_STATS
     if norm is None:
         return
     if not path.exists():

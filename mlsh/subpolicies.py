@@ -133,28 +133,34 @@ class SubPolicyLearner:
         """One update of every sub-policy that acted in ``groups``: the mean of the groups' gradients per step.
 
         In a distributed run, over the joint groups of every process: each process calls this every time any
-        process has a joint group (``groups`` may be empty), and trains every sub-policy that acted anywhere."""
+        process has a joint group (``groups`` may be empty). A sub-policy with data in several processes trains on
+        all of them, its gradients averaged over the processes at every minibatch (a process without data takes
+        the same steps with weight 0); one with data in a single process is trained there alone, as one process
+        holding every group would, and its weights, optimizer state and update counter are then sent to the
+        others (one message instead of one per minibatch)."""
         batches = self.batches(traj, groups, group_ids)
         counts = [0 if b is None else len(b["group_sizes"]) for b in batches]
         longest = [0 if b is None else max(b["group_sizes"]) for b in batches]
-        if self.world.active:
-            everywhere, longest = distributed.all_sum(counts), distributed.all_max(longest)
-        else:
-            everywhere = counts
+        everyone = distributed.gather((counts, longest)) if self.world.active else [(counts, longest)]
         metrics: dict[str, float] = {}
         for k, (model, batch) in enumerate(zip(self.models, batches, strict=True)):
             metrics[f"sub{k}/n_steps"] = 0 if batch is None else len(batch["observations"])
             metrics[f"sub{k}/groups"] = counts[k]
-            if everywhere[k] == 0:
+            holders = [r for r, (c, _) in enumerate(everyone) if c[k] > 0]
+            if not holders:
+                continue
+            alone = len(holders) == 1
+            if alone and holders[0] != self.world.rank:
+                distributed.receive_training_state(model, holders[0])
                 continue
             weight = counts[k]
-            if batch is None:  # another process has data for it: take the same steps, contributing nothing
+            if batch is None:  # other processes have data for it: take the same steps, contributing nothing
                 batch = self._stand_in(traj)
             ids = batch.pop("group_ids")
             if self.per_group_order:
                 batch["group_seeds"] = [[self.seed, k, sb3_adapter.n_updates(model), g] for g in ids]
-                batch["longest"] = int(longest[k])
-            mean = self.means[k]
+                batch["longest"] = int(max(lg[k] for _, lg in everyone))
+            mean = None if alone else self.means[k]
             if mean is not None:
                 mean.weight = float(weight)
             try:
@@ -162,6 +168,8 @@ class SubPolicyLearner:
             finally:
                 if mean is not None:
                     mean.weight = None
+            if alone and self.world.active:
+                distributed.send_training_state(model)
             if weight > 0:
                 metrics.update({f"sub{k}/{key.removeprefix('train/')}": v for key, v in records.items()})
         return metrics

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from mlsh import checkpoint, distributed, faults, snapshot
 from mlsh.config import env_spaces, validate
 from mlsh.groups import GroupClock, stagger
-from mlsh.learners import _normalizer, make_learner, make_task_env, sample_task, task_rng
+from mlsh.learners import make_learner, make_task_env, normalizer, sample_task, task_rng
 from mlsh.runlog import RunLogger, read_metrics
 
 
@@ -273,7 +273,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     venv = make_task_env(cfg, seed=cfg.seed * 1000 + mine[0] * sched.n_envs, n_groups=len(mine))
     learner = make_learner(cfg, venv, mine)
     rng = task_rng(cfg.seed, "train", world.rank)
-    obs_stats = getattr(_normalizer(venv), "obs_rms", None)
+    obs_stats = getattr(normalizer(venv), "obs_rms", None)
     check_every = int(cfg.get("distributed", {}).get("check_every", 100))
     per_task = sched.warmup_iters + sched.joint_iters
     # The baselines have no warmup: they update their policy every iteration.

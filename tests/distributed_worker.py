@@ -1,9 +1,10 @@
 """What the distributed tests start, once (``python``) or as P processes (``torchrun``); writes into ``out``.
 
-``update <out>``: K=2 sub-policies trained three times on one fixed trajectory of two task groups (2 envs each).
-One process trains on both groups; process r of two on group r only. Sub-policy 1 acts only in group 0's envs,
-so process 1 has no data for it and takes part with weight 0. Writes ``init_rank<r>.pt`` and ``update_rank<r>.pt``
-(the parameters before and after).
+``update <out>``: K=3 sub-policies trained three times on one fixed trajectory of three task groups (2 envs
+each). One process trains on all groups; process r of three on group r only. Sub-policy 0 has data in every
+process (gradients averaged), 1 in processes 0 and 1 (process 2 takes part with weight 0), 2 in process 2 alone
+(trained there, then sent). Writes ``init_rank<r>.pt`` and ``update_rank<r>.pt`` (parameters before and after,
+update counters, Adam states).
 
 ``train <out> <overrides...>``: ``meta_train`` into ``out/run``, then ``params_rank<r>.pt`` (the sub-policies'
 parameters and observation statistics as this process holds them, its groups, the summary). With
@@ -40,11 +41,12 @@ def config(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
-def fixed_trajectory(policies, obs_dim: int, T: int = 40, n_envs: int = 4) -> Trajectory:
+def fixed_trajectory(policies, obs_dim: int, T: int = 40, n_envs: int = 6) -> Trajectory:
+    """Three groups of 2 envs: sub-policy 0 acts in every group, 1 in groups 0 and 1, 2 in group 2 only."""
     rng = np.random.default_rng(123)
     obs = rng.normal(size=(T, n_envs, obs_dim)).astype(np.float32)
     choices = rng.integers(0, 2, size=(T, n_envs))
-    choices[:, 2:] = 0  # group 1 (envs 2, 3): sub-policy 0 only
+    choices[:, 4:] *= 2
     actions = np.zeros((T, n_envs, 1), np.int64)
     values = np.zeros((T, n_envs), np.float32)
     log_probs = np.zeros((T, n_envs), np.float32)
@@ -66,26 +68,28 @@ def fixed_trajectory(policies, obs_dim: int, T: int = 40, n_envs: int = 4) -> Tr
 
 def update(out: Path) -> None:
     world = distributed.init(60)
-    cfg = config("env=movement_bandits", "schedule.n_groups=2", "schedule.n_envs=2", "schedule.rollout_steps=40",
+    cfg = config("env=movement_bandits", "schedule.n_groups=3", "schedule.n_envs=2", "schedule.rollout_steps=40",
                  "macro_duration=10", "algo.subpolicy.minibatches=3")
     th.manual_seed(0)
     venv = make_task_env(cfg, seed=0, n_groups=1)
     sub = cfg.algo.subpolicy
-    models = [build_ppo(sub, venv, 20, rollout_buffer_class=sb3_adapter.VariableRolloutBuffer) for _ in range(2)]
+    models = [build_ppo(sub, venv, 20, rollout_buffer_class=sb3_adapter.VariableRolloutBuffer) for _ in range(3)]
+    distributed.broadcast_parameters(m.policy for m in models)
     learner = SubPolicyLearner(models, sub.ppo.gamma, sub.ppo.gae_lambda, minibatches=sub.minibatches, seed=0,
-                               n_groups=2)
+                               n_groups=3)
     traj = fixed_trajectory(learner.policies, venv.observation_space.shape[0])
-    groups = [np.array([0, 1]), np.array([2, 3])]
-    mine = [0, 1] if not world.active else [world.rank]
+    groups = [np.array([0, 1]), np.array([2, 3]), np.array([4, 5])]
+    mine = [0, 1, 2] if not world.active else [world.rank]
     th.save([m.policy.state_dict() for m in models], out / f"init_rank{world.rank}.pt")
     for _ in range(3):
         learner.train(traj, [groups[g] for g in mine], mine)
-    th.save([m.policy.state_dict() for m in models], out / f"update_rank{world.rank}.pt")
+    th.save({"params": [m.policy.state_dict() for m in models], "n_updates": [m._n_updates for m in models],
+             "adam": [m.policy.optimizer.state_dict()["state"] for m in models]}, out / f"update_rank{world.rank}.pt")
 
 
 def train(out: Path, overrides: list[str]) -> None:
     from mlsh import train as loop
-    from mlsh.learners import _normalizer
+    from mlsh.learners import normalizer
 
     world = distributed.init(60)
     cfg = config("logger.mode=disabled", "progress_bar=false", *overrides)
@@ -109,7 +113,7 @@ def train(out: Path, overrides: list[str]) -> None:
     loop.make_learner = keep
     summary = loop.meta_train(cfg, out / "run", progress=False)
     learner = made[0]
-    rms = getattr(_normalizer(learner.top_env), "obs_rms", None)
+    rms = getattr(normalizer(learner.top_env), "obs_rms", None)
     th.save({"summary": summary, "params": [m.policy.state_dict() for m in learner.subs],
              "groups": learner.group_ids,
              "obs_stats": None if rms is None else (rms.mean, rms.var, rms.count)},

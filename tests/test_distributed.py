@@ -41,23 +41,28 @@ def rows(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run_dir)]
 
 
-def test_update_over_two_processes_equals_the_update_in_one(tmp_path):
-    """Two groups' data: one process with both, or two processes with one each (process 1 has no data for
-    sub-policy 1 and joins its update with weight 0): the same parameters after three updates, to float tolerance,
-    and bit-identical on the two processes."""
+def test_update_over_three_processes_equals_the_update_in_one(tmp_path):
+    """Three groups' data: one process with all, or three processes with one each. Sub-policy 0 has data
+    everywhere, 1 in two processes (the third joins with weight 0), 2 in one (trained there, then sent): the
+    same parameters after three updates, to float tolerance, and bit-identical parameters, update counters and
+    Adam states in the three processes."""
     ok(run([sys.executable, WORKER, "update", str(tmp_path / "one")]))
-    ok(run(torchrun(WORKER, "update", str(tmp_path / "two"))))
+    ok(run(torchrun(WORKER, "update", str(tmp_path / "three"), nproc=3)))
     one = th.load(tmp_path / "one" / "update_rank0.pt")
-    rank0, rank1 = (th.load(tmp_path / "two" / f"update_rank{r}.pt") for r in (0, 1))
+    ranks = [th.load(tmp_path / "three" / f"update_rank{r}.pt") for r in range(3)]
     init = th.load(tmp_path / "one" / "init_rank0.pt")
-    init1 = th.load(tmp_path / "two" / "init_rank1.pt")
-    for k in range(2):
-        for name, value in one[k].items():
-            assert th.equal(rank0[k][name], rank1[k][name]), (k, name)
-            assert th.allclose(value, rank0[k][name], rtol=0, atol=1e-6), (k, name)
-        assert th.equal(init[k]["action_net.weight"], init1[k]["action_net.weight"])  # the same start everywhere
-        # the updates moved every sub-policy, sub-policy 1 on group 0's data alone
-        assert float((one[k]["action_net.weight"] - init[k]["action_net.weight"]).abs().max()) > 1e-3
+    for k in range(3):
+        for name, value in one["params"][k].items():
+            for other in ranks[1:]:
+                assert th.equal(ranks[0]["params"][k][name], other["params"][k][name]), (k, name)
+            assert th.allclose(value, ranks[0]["params"][k][name], rtol=0, atol=1e-6), (k, name)
+        for other in ranks[1:]:
+            assert other["n_updates"] == ranks[0]["n_updates"] == one["n_updates"]
+            for idx, state in ranks[0]["adam"][k].items():
+                assert th.equal(state["exp_avg_sq"], other["adam"][k][idx]["exp_avg_sq"]), (k, idx)
+        # the updates moved every sub-policy
+        assert float((one["params"][k]["action_net.weight"] - init[k]["action_net.weight"]).abs().max()) > 1e-3
+    assert one["n_updates"] == [30, 30, 30]  # 3 updates of 10 epochs each
 
 
 def test_two_processes_train_identical_subpolicies_each_on_its_own_groups(tmp_path):

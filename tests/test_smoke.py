@@ -188,7 +188,7 @@ def test_init_from_loads_subpolicies_of_another_run_and_checks_the_fit(compose, 
 
 def test_observation_filter_is_saved_with_checkpoints_and_restored(compose, tmp_path):
     from mlsh.evaluate import transfer
-    from mlsh.learners import _normalizer
+    from mlsh.learners import normalizer
     from mlsh.train import meta_train
 
     cfg = compose("schedule=smoke", "logger.mode=disabled", "env.normalize_obs=true")
@@ -196,7 +196,7 @@ def test_observation_filter_is_saved_with_checkpoints_and_restored(compose, tmp_
     ckpt = checkpoint.latest(tmp_path)
     assert (ckpt / "obs_normalizer.pkl").exists()
     learner = MLSHLearner(cfg, make_task_env(cfg, seed=5))
-    norm = _normalizer(learner.env)
+    norm = normalizer(learner.env)
     assert norm.obs_rms.count < 1  # fresh filter
     learner.load(ckpt)
     # 800 primitive steps + 2 envs x 2 task resets, plus the 1e-4 SB3 starts the count at

@@ -6,18 +6,20 @@ task groups and primitive steps, then a projection to the paper's 120 processes 
 Each run is ``torchrun --standalone --nproc-per-node P`` of the full loop (``mlsh.train.meta_train``: checkpoints
 and metrics file included, W&B disabled) with G task groups (default: the largest P, one group per process),
 runs of both P alternating, each figure the best of ``--repeats``. Efficiency = rate(P) / (P x rate(1)). Beside
-each P > 1, P independent single-process runs of G/P groups each, started together and sharing nothing, show
-what the machine gives P processes at all (its ceiling: cache, memory bandwidth, clock). Rank 0
+each P > 1: P independent single-process runs of G/P groups each, started together and sharing nothing (what P
+processes could give without any communication: the ceiling of the distributed run), and P copies of the P=1 run
+at once (what the machine gives P processes at all: cache, memory bandwidth, clock). Rank 0
 also times the parts of an iteration: collection (every primitive step with the sub-policy and master forwards),
 the masters' updates, the sub-policy updates and, inside them, the gradient all-reduces.
 
 The projection keeps one task group per process, as the P=2 run: each process's collection, master update and
 sub-policy compute per iteration stay as measured there, and only the all-reduces grow with P. Each sub-policy
 update is the same number of minibatches on every process, each ending in one all-reduce of the sub-policy's
-gradient (the measured count per iteration). An all-reduce on P processes is modelled as a ring (gloo's and
-NCCL's algorithm for large messages): 2 (P - 1) latency terms and 2 (P - 1) / P of the message over the link,
-latency and bandwidth fitted to all-reduces of the real sub-policy sizes measured over gloo on loopback
-(2 processes). A real network has a higher latency than loopback: the table also shows a 50 us link.
+gradient (the measured count per iteration). An all-reduce on P processes is modelled as a ring (2 (P - 1)
+steps) and as recursive halving-doubling (2 log2 P steps, what MPI and gloo use for small messages), each step
+costing gloo's own latency, fitted to all-reduces of the real sub-policy sizes over gloo on loopback (2
+processes), plus 50 us of network, and 2 (P - 1) / P of the message crossing each link at the loopback's
+bandwidth or 10 Gb Ethernet's, whichever is lower.
 """
 
 from __future__ import annotations
@@ -54,7 +56,12 @@ def worker(out: Path, overrides: list[str]) -> None:
 
     th.set_num_threads(1)
     world = distributed.init(300)
-    parts = {"iterate": 0.0, "collect": 0.0, "subs": 0.0, "allreduce": 0.0, "allreduces": 0, "sub_updates": 0}
+    parts = {"iterate": 0.0, "collect": 0.0, "subs": 0.0, "allreduce": 0.0, "allreduces": 0, "sub_updates": 0,
+             "sub_steps": 0}
+    in_subs = [False]
+
+    def count_step(optimizer, args, kwargs):  # sub-policy optimizer steps: an all-reduce each at scale
+        parts["sub_steps"] += in_subs[0]
 
     def timed(fn, key, count=None):
         def wrapper(*args, **kwargs):
@@ -70,7 +77,17 @@ def worker(out: Path, overrides: list[str]) -> None:
     # masters = iterate - collect - subs
     learners.MLSHLearner.iterate = timed(learners.MLSHLearner.iterate, "iterate")
     sb3_adapter.collect_groups = timed(sb3_adapter.collect_groups, "collect")
-    subpolicies.SubPolicyLearner.train = timed(subpolicies.SubPolicyLearner.train, "subs", "sub_updates")
+    sub_train = timed(subpolicies.SubPolicyLearner.train, "subs", "sub_updates")
+
+    def flagged(*args, **kwargs):
+        in_subs[0] = True
+        try:
+            return sub_train(*args, **kwargs)
+        finally:
+            in_subs[0] = False
+
+    subpolicies.SubPolicyLearner.train = flagged
+    th.optim.optimizer.register_optimizer_step_post_hook(count_step)
     distributed.GradientMean._reduce = timed(distributed.GradientMean._reduce, "allreduce", "allreduces")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["logger.mode=disabled", "progress_bar=false", *overrides])
@@ -84,7 +101,7 @@ def worker(out: Path, overrides: list[str]) -> None:
 
 
 def allreduce_worker(out: Path, sizes: list[int], repeats: int) -> None:
-    """Time all-reduces of float64 vectors of ``sizes`` elements (the sub-policies' gradients) over gloo."""
+    """Time all-reduces of float32 vectors of ``sizes`` elements (the sub-policies' gradients) over gloo."""
     import torch as th
     import torch.distributed as dist
 
@@ -93,7 +110,7 @@ def allreduce_worker(out: Path, sizes: list[int], repeats: int) -> None:
     world = distributed.init(300)
     result = {}
     for n in sizes:
-        t = th.zeros(n, dtype=th.float64)
+        t = th.zeros(n, dtype=th.float32)  # the gradients' dtype
         for _ in range(20):
             dist.all_reduce(t)
         times = []
@@ -108,11 +125,10 @@ def allreduce_worker(out: Path, sizes: list[int], repeats: int) -> None:
     distributed.shutdown()
 
 
-def independent(nproc: int, G: int, overrides: list[str], tasks: int) -> dict:
-    """``nproc`` single-process runs of G / nproc groups each, started together with nothing shared: what this
-    machine gives ``nproc`` processes at all (its ceiling for the distributed run)."""
+def independent(nproc: int, groups: int, overrides: list[str], tasks: int) -> dict:
+    """``nproc`` single-process runs of ``groups`` groups each, started together with nothing shared."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    own = [*overrides, f"schedule.n_groups={G // nproc}", f"schedule.n_tasks={G // nproc * tasks}"]
+    own = [*overrides, f"schedule.n_groups={groups}", f"schedule.n_tasks={groups * tasks}"]
     with tempfile.TemporaryDirectory() as tmp:
         folders = [Path(tmp) / str(i) for i in range(nproc)]
         procs = []
@@ -152,8 +168,14 @@ def subpolicy_size(env: str) -> int:
     return sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
 
 
-def ring_seconds(nbytes: float, procs: int, latency: float, bandwidth: float) -> float:
-    return 0.0 if procs == 1 else 2 * (procs - 1) * latency + 2 * (procs - 1) / procs * nbytes / bandwidth
+def allreduce_seconds(nbytes: float, procs: int, latency: float, bandwidth: float, kind: str) -> float:
+    """An all-reduce of ``nbytes`` over ``procs`` processes: ``ring`` (2 (P - 1) steps, each a latency and 1/P of
+    the message) or ``halving`` (recursive halving-doubling: 2 log2 P steps), both moving 2 (P - 1) / P of the
+    message over each link."""
+    if procs == 1:
+        return 0.0
+    steps = 2 * (procs - 1) if kind == "ring" else 2 * np.ceil(np.log2(procs))
+    return steps * latency + 2 * (procs - 1) / procs * nbytes / bandwidth
 
 
 def main() -> None:
@@ -163,6 +185,8 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=None, help="G (default: the largest P)")
     parser.add_argument("--tasks", type=int, default=None, help="tasks per group (default: 3 MovementBandits, 1 ant)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--save", help="write the measured runs to this JSON file")
+    parser.add_argument("--load", help="print the tables of a --save file instead of running")
     parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.add_argument("--allreduce", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -173,12 +197,17 @@ def main() -> None:
                                 int(args.allreduce[2]))
     G = args.groups or max(args.procs)
     tables = []
-    for env in args.envs:
+    if args.load:  # print the tables of a saved run again (the projection re-measures the all-reduces)
+        saved = json.loads(Path(args.load).read_text())
+        G, args.repeats = saved["G"], saved["repeats"]
+        tables = [(env, o, *({int(p): v for p, v in d.items()} for d in ds)) for env, o, *ds in saved["tables"]]
+    for env in [] if args.load else args.envs:
         tasks = args.tasks or (3 if env == "movement_bandits" else 1)
         overrides = [f"env={env}", *RUNS.get(env, []), f"schedule.n_groups={G}", f"schedule.n_tasks={G * tasks}",
                      "schedule.stagger=wrapped"]
         best: dict[int, dict] = {}
         ceiling: dict[int, dict] = {}
+        copies: dict[int, dict] = {}
         base = [f"env={env}", *RUNS.get(env, []), "schedule.stagger=wrapped"]
         for r in range(args.repeats):
             for p in args.procs:
@@ -188,18 +217,22 @@ def main() -> None:
                 if p not in best or res["summary"]["steps_per_second"] > best[p]["summary"]["steps_per_second"]:
                     best[p] = res
                 if p > 1:
-                    alone = independent(p, G, base, tasks)
-                    if p not in ceiling or alone["steps_per_second"] > ceiling[p]["steps_per_second"]:
-                        ceiling[p] = alone
+                    for found, groups in ((ceiling, G // p), (copies, G)):
+                        alone = independent(p, groups, base, tasks)
+                        if p not in found or alone["steps_per_second"] > found[p]["steps_per_second"]:
+                            found[p] = alone
             print(f"{env} repeat {r + 1}: " + ", ".join(f"P={p} {b['summary']['steps_per_second']:,.0f} steps/s"
                                                       for p, b in best.items())
-                  + "".join(f", {p} independent {c['steps_per_second']:,.0f}" for p, c in ceiling.items()), flush=True)
-        tables.append((env, overrides, best, ceiling))
+                  + "".join(f", {p} independent {c['steps_per_second']:,.0f}" for p, c in ceiling.items())
+                  + "".join(f", {p} copies {c['steps_per_second']:,.0f}" for p, c in copies.items()), flush=True)
+        tables.append((env, overrides, best, ceiling, copies))
+    if args.save:
+        Path(args.save).write_text(json.dumps({"G": G, "repeats": args.repeats, "tables": tables}))
     print(f"\nscaling on this machine ({os.cpu_count()} cores), G={G} task groups, equal primitive steps, best of "
           f"{args.repeats}, torch threads 1:")
     print(f"{'env':<18} {'run':<16} {'steps':>10} {'steps/s':>9} {'efficiency':>10}   seconds per iteration on rank "
           f"0: collect, masters, subs (of which all-reduce, calls)")
-    for env, _, best, ceiling in tables:
+    for env, _, best, ceiling, copies in tables:
         ref = best[min(best)]["summary"]["steps_per_second"] / min(best)
         for p, b in sorted(best.items()):
             s, t = b["summary"], per_iteration(b, env, G)
@@ -211,6 +244,10 @@ def main() -> None:
                 print(f"{env:<18} {f'{p} independent':<16} {c['global_step']:>10,} {c['steps_per_second']:>9,.0f} "
                       f"{c['steps_per_second'] / (p * ref):>10.2f}   ({p} single-process runs of {G // p} groups at "
                       f"once, sharing nothing: P={p} is {s['steps_per_second'] / c['steps_per_second']:.2f} of it)")
+                c = copies[p]
+                print(f"{env:<18} {f'{p} copies of P=1':<16} {c['global_step']:>10,} {c['steps_per_second']:>9,.0f} "
+                      f"{c['steps_per_second'] / (p * ref):>10.2f}   (the P=1 run {p} times at once: what the machine "
+                      f"gives {p} processes)")
     projection(tables, G)
 
 
@@ -218,7 +255,7 @@ def per_iteration(result: dict, env: str, G: int) -> dict[str, float]:
     """Rank 0's parts of one iteration, in seconds (``allreduces``: calls)."""
     parts = result["parts"]
     iters = result["summary"]["global_step"] / (G * float(_rollout(env)))
-    out = {k: parts[k] / iters for k in ("collect", "subs", "allreduce", "allreduces")}
+    out = {k: parts[k] / iters for k in ("collect", "subs", "allreduce", "allreduces", "sub_steps")}
     out["masters"] = (parts["iterate"] - parts["collect"] - parts["subs"]) / iters
     return out
 
@@ -231,37 +268,47 @@ def _rollout(env: str) -> int:
     return int(cfg.schedule.rollout_steps)
 
 
+WIRE_LATENCY = 50e-6  # s per message on a cluster network, on top of gloo's own cost measured on loopback
+WIRE_BANDWIDTH = 1.25e9  # bytes/s, 10 Gb Ethernet
+
+
 def projection(tables, G: int) -> None:
     """Steps/s and efficiency projected to 10..120 processes (the paper's 120 workers), one task group per process,
     from the P=2 run's parts and all-reduces timed on loopback."""
-    for env, _, best, _ in tables:
+    for env, _, best, _, _ in tables:
         if 1 not in best or 2 not in best or G != 2:
             continue
         n_params = subpolicy_size(env)
-        sizes = [n_params, 4 * n_params, 16 * n_params]
+        sizes = [n_params, 2 * n_params, 4 * n_params, 8 * n_params, 16 * n_params]
         with tempfile.TemporaryDirectory() as tmp:
-            torchrun(2, ["--allreduce", tmp, ",".join(map(str, sizes)), "200"])
+            torchrun(2, ["--allreduce", tmp, ",".join(map(str, sizes)), "1000"])
             measured = {int(k): v for k, v in json.loads((Path(tmp) / "allreduce.json").read_text()).items()}
-        # a ring on 2 processes: 2 latency terms and one message over the link: fit latency and bandwidth
-        slope, intercept = np.polyfit([8.0 * n for n in sizes], [measured[n] for n in sizes], 1)
+        # 2 processes, either algorithm: 2 latency terms and one message over the link: fit latency and bandwidth
+        slope, intercept = np.polyfit([4.0 * n for n in sizes], [measured[n] for n in sizes], 1)
         latency, bandwidth = max(intercept / 2, 1e-7), 1.0 / max(slope, 1e-12)
         t = per_iteration(best[2], env, G)
         compute = t["collect"] + t["masters"] + t["subs"] - t["allreduce"]
         rollout = float(_rollout(env))
+        nbytes = 4.0 * n_params
+        # at scale some group is joint in every iteration and several processes hold data for every sub-policy
+        # update: one update per iteration, one all-reduce per optimizer step (as many as in one update at P=1)
+        calls = best[1]["parts"]["sub_steps"] / max(1, best[1]["parts"]["sub_updates"])
         print(f"\n{env}: projection, one task group of {rollout:,.0f} steps per process and iteration (from P=2: "
               f"{t['collect']:.3f} s collecting, {t['masters']:.3f} s master update, "
-              f"{t['subs'] - t['allreduce']:.3f} s sub-policy compute, {t['allreduces']:.0f} all-reduces of "
-              f"{n_params:,} float64)")
+              f"{t['subs'] - t['allreduce']:.3f} s sub-policy compute and waiting; at scale an update every "
+              f"iteration, {calls:.0f} all-reduces of {n_params:,} float32, one per optimizer step)")
         print("all-reduce over gloo on loopback, 2 processes: " + ", ".join(
-            f"{n * 8 / 1024:.0f} KiB {measured[n] * 1e6:.0f} us" for n in sizes)
-            + f"; fitted latency {latency * 1e6:.1f} us, bandwidth {bandwidth / 1e9:.2f} GB/s")
-        print(f"{'P':>4} {'steps/s (loopback)':>19} {'efficiency':>10} {'steps/s (50 us link)':>21} {'efficiency':>10}")
+            f"{n * 4 / 1024:.0f} KiB {measured[n] * 1e6:.0f} us" for n in sizes)
+            + f"; fitted per-step latency {latency * 1e6:.0f} us, bandwidth {bandwidth / 1e9:.2f} GB/s. A cluster: "
+            f"latency + {WIRE_LATENCY * 1e6:.0f} us per step, bandwidth at most {WIRE_BANDWIDTH / 1e9:.2f} GB/s")
+        print(f"{'P':>4} {'ring steps/s':>13} {'efficiency':>10} {'halving-doubling steps/s':>25} {'efficiency':>10}")
+        lat, bw = latency + WIRE_LATENCY, min(bandwidth, WIRE_BANDWIDTH)
         for p in (1, 2, 10, 20, 40, 80, 120):
             row = []
-            for lat in (latency, 50e-6):
-                seconds = compute + t["allreduces"] * ring_seconds(8.0 * n_params, p, lat, bandwidth)
-                row += [p * rollout / seconds, (rollout / seconds) / (rollout / compute)]
-            print(f"{p:>4} {row[0]:>19,.0f} {row[1]:>10.2f} {row[2]:>21,.0f} {row[3]:>10.2f}")
+            for kind in ("ring", "halving"):
+                seconds = compute + calls * allreduce_seconds(nbytes, p, lat, bw, kind)
+                row += [p * rollout / seconds, compute / seconds]
+            print(f"{p:>4} {row[0]:>13,.0f} {row[1]:>10.2f} {row[2]:>25,.0f} {row[3]:>10.2f}")
 
 
 if __name__ == "__main__":
