@@ -3,8 +3,8 @@
 ``update <out>``: K=3 sub-policies trained three times on one fixed trajectory of three task groups (2 envs
 each). One process trains on all groups; process r of three on group r only. Sub-policy 0 has data in every
 process (gradients averaged), 1 in processes 0 and 1 (process 2 takes part with weight 0), 2 in process 2 alone
-(trained there, then sent). Writes ``init_rank<r>.pt`` and ``update_rank<r>.pt`` (parameters before and after,
-update counters, Adam states).
+(trained there, then sent). ``update <out> 2``: the first two groups only (sub-policy 2 never acts). Writes
+``init_rank<r>.pt`` and ``update_rank<r>.pt`` (parameters before and after, update counters, Adam states).
 
 ``train <out> <overrides...>``: ``meta_train`` into ``out/run``, then ``params_rank<r>.pt`` (the sub-policies'
 parameters and observation statistics as this process holds them, its groups, the summary). With
@@ -66,20 +66,20 @@ def fixed_trajectory(policies, obs_dim: int, T: int = 40, n_envs: int = 6) -> Tr
                       last_values=np.zeros(n_envs, np.float32), last_dones=np.zeros(n_envs, bool))
 
 
-def update(out: Path) -> None:
+def update(out: Path, n_groups: int = 3) -> None:
     world = distributed.init(60)
-    cfg = config("env=movement_bandits", "schedule.n_groups=3", "schedule.n_envs=2", "schedule.rollout_steps=40",
-                 "macro_duration=10", "algo.subpolicy.minibatches=3")
+    cfg = config("env=movement_bandits", f"schedule.n_groups={n_groups}", "schedule.n_envs=2",
+                 "schedule.rollout_steps=40", "macro_duration=10", "algo.subpolicy.minibatches=3")
     th.manual_seed(0)
     venv = make_task_env(cfg, seed=0, n_groups=1)
     sub = cfg.algo.subpolicy
     models = [build_ppo(sub, venv, 20, rollout_buffer_class=sb3_adapter.VariableRolloutBuffer) for _ in range(3)]
     distributed.broadcast_parameters(m.policy for m in models)
     learner = SubPolicyLearner(models, sub.ppo.gamma, sub.ppo.gae_lambda, minibatches=sub.minibatches, seed=0,
-                               n_groups=3)
+                               n_groups=n_groups)
     traj = fixed_trajectory(learner.policies, venv.observation_space.shape[0])
-    groups = [np.array([0, 1]), np.array([2, 3]), np.array([4, 5])]
-    mine = [0, 1, 2] if not world.active else [world.rank]
+    groups = [np.array([0, 1]), np.array([2, 3]), np.array([4, 5])][:n_groups]
+    mine = list(range(n_groups)) if not world.active else [world.rank]
     th.save([m.policy.state_dict() for m in models], out / f"init_rank{world.rank}.pt")
     for _ in range(3):
         learner.train(traj, [groups[g] for g in mine], mine)
@@ -142,7 +142,7 @@ if __name__ == "__main__":
     mode, folder = sys.argv[1], Path(sys.argv[2])
     folder.mkdir(parents=True, exist_ok=True)
     if mode == "update":
-        update(folder)
+        update(folder, int(sys.argv[3]) if len(sys.argv) > 3 else 3)
     elif mode == "train":
         train(folder, sys.argv[3:])
     else:

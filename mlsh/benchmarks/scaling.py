@@ -50,6 +50,7 @@ def worker(out: Path, overrides: list[str]) -> None:
     """One process of a timed run (started by torchrun): the loop, with its parts timed."""
     import torch as th
     from hydra import compose, initialize_config_dir
+    from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from mlsh import distributed, learners, sb3_adapter, subpolicies
     from mlsh.train import meta_train
@@ -87,7 +88,7 @@ def worker(out: Path, overrides: list[str]) -> None:
             in_subs[0] = False
 
     subpolicies.SubPolicyLearner.train = flagged
-    th.optim.optimizer.register_optimizer_step_post_hook(count_step)
+    register_optimizer_step_post_hook(count_step)
     distributed.GradientMean._reduce = timed(distributed.GradientMean._reduce, "allreduce", "allreduces")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["logger.mode=disabled", "progress_bar=false", *overrides])
