@@ -12,23 +12,23 @@ owns the task groups ``r * G/P ... (r + 1) * G/P - 1``: their envs, tasks and ma
   it trains alone and sends the result (``send_training_state``). ``check_identical`` asserts the parameters
   bit-identical at an interval (the original: every 100 steps);
 - the observation filter's statistics (``sync_obs_stats``), merged over ranks after every iteration;
-- the loop's control: metrics and stop decisions are gathered to rank 0, which alone writes the run folder, and
-  its decisions are broadcast.
+- the loop's view: every rank receives every iteration's metrics, returns, tasks and signals of all, so that all
+  take the same decisions; rank 0 alone writes the run folder.
 
 A rank that fails (an exception, a kill) closes its connections; the others' next collective then raises at once,
-and ``lost_peer`` turns that into an error naming the rank that saw it. ``torchrun`` stops the remaining
+as ``PeerLost``, an error naming the rank that saw it and the collective. ``torchrun`` stops the remaining
 processes and names the rank that failed first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 import torch as th
 import torch.distributed as dist
 
@@ -103,38 +103,16 @@ def shutdown() -> None:
     _WORLD = World()
 
 
+@contextlib.contextmanager
 def _guard(what: str):
     """Collectives raise ``PeerLost`` naming this rank and the collective when another process is gone."""
-
-    class _Guard:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, kind, err, tb):
-            if kind is not None and issubclass(kind, (RuntimeError, dist.DistBackendError)) \
-                    and not issubclass(kind, PeerLost):
-                raise PeerLost(f"rank {_WORLD.rank} of {_WORLD.size}: {what} failed, another process of the run "
-                               f"is gone ({str(err).splitlines()[0][:200]})") from None
-            return False
-
-    return _Guard()
-
-
-def all_sum(values: Sequence[float]) -> np.ndarray:
-    """Element-wise sum over ranks (float64)."""
-    t = th.as_tensor(np.asarray(values, dtype=np.float64))
-    if _WORLD.active:
-        with _guard("all_reduce"):
-            dist.all_reduce(t)
-    return t.numpy()
-
-
-def all_max(values: Sequence[float]) -> np.ndarray:
-    t = th.as_tensor(np.asarray(values, dtype=np.float64))
-    if _WORLD.active:
-        with _guard("all_reduce"):
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.numpy()
+    try:
+        yield
+    except PeerLost:
+        raise
+    except (RuntimeError, dist.DistBackendError) as err:
+        raise PeerLost(f"rank {_WORLD.rank} of {_WORLD.size}: {what} failed, another process of the run is gone "
+                       f"({str(err).splitlines()[0][:200]})") from None
 
 
 def gather(obj: Any) -> list[Any]:
