@@ -273,7 +273,6 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     venv = make_task_env(cfg, seed=cfg.seed * 1000 + mine[0] * sched.n_envs, n_groups=len(mine))
     learner = make_learner(cfg, venv, mine)
     rng = task_rng(cfg.seed, "train", world.rank)
-    obs_stats = getattr(normalizer(venv), "obs_rms", None)
     check_every = int(cfg.get("distributed", {}).get("check_every", 100))
     per_task = sched.warmup_iters + sched.joint_iters
     # The baselines have no warmup: they update their policy every iteration.
@@ -374,7 +373,8 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                 returns = [venv.pop(sl) for sl in learner.slices]
                 now, stop_for = minutes(), list(signals.pending)
                 if world.active:  # every process learns what every other saw, and takes the same decisions
-                    distributed.sync_obs_stats(obs_stats)
+                    # looked up each time: loading a checkpoint or init_from replaces the statistics object
+                    distributed.sync_obs_stats(getattr(normalizer(venv), "obs_rms", None))
                     parts = distributed.gather({"shared": shared, "groups": per_group, "returns": returns,
                                                 "tasks": {g: clocks[g].task for g in mine},
                                                 "signals": stop_for, "minutes": now})

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch as th
 
-from mlsh import checkpoint
+from mlsh import checkpoint, snapshot
 from mlsh.runlog import read_metrics
 from tests.conftest import ROOT
 
@@ -264,3 +264,22 @@ def test_the_submitit_launcher_starts_one_run_over_its_tasks(tmp_path):
     state = checkpoint.read_state(checkpoint.latest(job))
     assert state["processes"] == 2 and state["tasks_done"] == 4
     assert (checkpoint.latest(job) / "resume_rank1.pkl").exists()
+
+
+def test_observation_statistics_stay_merged_after_a_resume(tmp_path):
+    """A resume replaces the statistics object (the checkpoint's): the merge must follow it, or each process goes
+    on with its own statistics."""
+    ant = ("env=ant_two_walk", "schedule.n_groups=2", "schedule.n_envs=2", "schedule.rollout_steps=400",
+           "schedule.warmup_iters=1", "schedule.joint_iters=1", "schedule.stagger=wrapped", "logger.mode=disabled",
+           "progress_bar=false")
+    ok(run(torchrun("run.py", *ant, "schedule.n_tasks=2", f"hydra.run.dir={tmp_path / 'run'}")))
+    ok(run(torchrun("-m", "mlsh.resume", str(tmp_path / "run"), "--n-tasks", "6")))
+    ckpt = checkpoint.latest(tmp_path / "run")
+    assert checkpoint.read_state(ckpt)["tasks_done"] == 6
+    stats = []
+    for name in ("resume.pkl", "resume_rank1.pkl"):
+        layers = dict(snapshot.load(ckpt, name)["vec_layers"])
+        stats.append(layers["TaskVecNormalize"]["obs_rms"])
+    assert (stats[0].mean == stats[1].mean).all() and (stats[0].var == stats[1].var).all()
+    assert stats[0].count == stats[1].count
+    assert stats[0].count >= checkpoint.read_state(ckpt)["global_step"]  # both processes' steps, before and after
