@@ -192,7 +192,6 @@ class GradientMean:
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.weight: float | None = None  # None: off (one process, or no update under way)
         self._seen = 0
-        self.reduces = 0
         for p in self.params:
             p.register_post_accumulate_grad_hook(self._on_grad)
 
@@ -217,7 +216,6 @@ class GradientMean:
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view_as(g).to(g.dtype))
             offset += g.numel()
-        self.reduces += 1
 
     def pre_step(self, optimizer, args, kwargs) -> None:
         if self.weight is not None and self._seen:
