@@ -179,15 +179,19 @@ class _AntTaskEnv(MujocoEnv, utils.EzPickle):
         """A task drawn uniformly from ``range(n_tasks)`` with the caller's RNG."""
         return int(rng.integers(cls.n_tasks))
 
-    def set_task(self, task: int) -> None:
-        """Select the task of the next episodes; it applies from the next reset."""
+    def check_task(self, task: Any) -> int:
+        """``task`` as an int, or a ValueError naming the tasks there are."""
         try:
             value = operator.index(task)
         except TypeError:
             value = None
         if value not in range(self.n_tasks):
             raise ValueError(f"{type(self).__name__} task must be one of {list(range(self.n_tasks))}, got {task!r}")
-        self._next_task = value
+        return value
+
+    def set_task(self, task: int) -> None:
+        """Select the task of the next episodes; it applies from the next reset."""
+        self._next_task = self.check_task(task)
 
     # -- gymnasium API -----------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -199,19 +203,21 @@ class _AntTaskEnv(MujocoEnv, utils.EzPickle):
         self.task = self._next_task
         self._t = 0
         self._apply_task()
-        qpos = self.init_qpos + self.np_random.uniform(-self.reset_noise_scale, self.reset_noise_scale, self.model.nq)
-        self.set_state(qpos, self._random_qvel())
+        self.set_state(*self._reset_state(self.np_random))
         return self._get_obs()
 
     def _get_reset_info(self) -> dict[str, Any]:
         return {"task": self.task, "x_position": self.data.qpos[0], "y_position": self.data.qpos[1]}
 
     def step(self, action):
-        self._before_simulation()
-        xy_before = self.data.qpos[:2].copy()
+        d, task = self.data, np.array([self.task])
+        self._before_rows(d.qpos[None], d.mocap_pos[None])
+        xy_before = d.qpos[None, :2].copy()
         self.do_simulation(action, self.frame_skip)
         self._t += 1
-        reward, info = self._reward(xy_before, np.asarray(action, dtype=np.float64))
+        rewards, terms = self._reward_rows(xy_before, np.asarray(action, dtype=np.float64)[None], d.qpos[None],
+                                           {name: getattr(d, name)[None] for name in self.batch_outputs}, task)
+        info = {key: float(value[0]) for key, value in terms.items()}
         if self.posture_reset_interval and self._t % self.posture_reset_interval == 0:
             self._reset_posture()
         info["task"] = self.task
@@ -219,17 +225,65 @@ class _AntTaskEnv(MujocoEnv, utils.EzPickle):
         info["y_position"] = self.data.qpos[1]
         if self.render_mode == "human":
             self.render()
-        return self._get_obs(), reward, False, False, info
+        return self._get_obs(), float(rewards[0]), False, False, info
 
-    # -- pieces ------------------------------------------------------------------------------------------------------
+    # -- many envs in one mujoco.batch.Batch (envs.batch.MujocoBatchVecEnv) --------------------------------------
+    def batch_vars(self, n: int) -> dict[str, np.ndarray]:
+        return {"t": np.zeros(n, dtype=np.int64)}  # steps since reset (the posture resets)
+
+    def batch_reset(self, venv, ids: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """As ``reset_model`` for the envs ``ids``, whose simulations were just reset to the model's defaults."""
+        task = venv.vars["next_task"][ids]
+        venv.vars["task"][ids] = task
+        venv.vars["t"][ids] = 0
+        mocap = venv.mocap_pos[ids]
+        self._apply_task_rows(mocap, task)
+        venv.mocap_pos[ids] = mocap
+        for i in ids:
+            venv.qpos[i], venv.qvel[i] = self._reset_state(venv.rngs[i])
+        venv.sim.forward(ids)
+        qpos = venv.qpos[ids]
+        infos = [{"task": int(k), "x_position": x, "y_position": y}
+                 for k, x, y in zip(task, qpos[:, 0], qpos[:, 1], strict=True)]
+        return self._obs_rows(qpos, venv.qvel[ids], task), infos
+
+    def batch_step(self, venv, actions: np.ndarray):
+        """As ``step`` for every env of ``venv``: (observations, rewards, terminated, info columns)."""
+        task = venv.vars["task"]
+        self._before_rows(venv.qpos, venv.mocap_pos)
+        xy_before = venv.qpos[:, :2].copy()
+        venv.ctrl[:] = actions
+        venv.sim.step(nstep=self.frame_skip)
+        t = venv.vars["t"]
+        t += 1
+        rewards, info = self._reward_rows(xy_before, actions.astype(np.float64), venv.qpos, venv.outputs, task)
+        if self.posture_reset_interval:
+            ids = np.flatnonzero(t % self.posture_reset_interval == 0)
+            for i in ids:
+                qpos, qvel = self._reset_state(venv.rngs[i])
+                qpos[:2] = venv.qpos[i, :2]
+                venv.qpos[i], venv.qvel[i] = qpos, qvel
+            if len(ids):
+                venv.sim.forward(ids)
+        info.update(task=task.copy(), x_position=venv.qpos[:, 0].copy(), y_position=venv.qpos[:, 1].copy())
+        return self._obs_rows(venv.qpos, venv.qvel, task), rewards, np.zeros(len(task), dtype=bool), info
+
+    # -- pieces, on rows of envs (one row here, many in envs.batch.MujocoBatchVecEnv) ---------------------------
+    batch_outputs: tuple[str, ...] = ()  # derived MjData fields that the reward reads after the physics step
+
     def _get_obs(self) -> np.ndarray:
-        return np.concatenate((self.data.qpos, self.data.qvel))
+        return self._obs_rows(self.data.qpos[None], self.data.qvel[None], np.array([self.task]))[0]
 
-    def _random_qvel(self) -> np.ndarray:
+    def _obs_rows(self, qpos: np.ndarray, qvel: np.ndarray, task: np.ndarray) -> np.ndarray:
+        return np.concatenate((qpos, qvel), axis=1)
+
+    def _reset_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A reset's (qpos, qvel): the start posture plus noise drawn from ``rng`` (qpos first, then qvel)."""
+        qpos = self.init_qpos + rng.uniform(-self.reset_noise_scale, self.reset_noise_scale, self.model.nq)
         scale = self.reset_qvel_noise_scale
         if self._qvel_noise == "uniform":
-            return self.init_qvel + self.np_random.uniform(-scale, scale, self.model.nv)
-        return self.init_qvel + scale * self.np_random.standard_normal(self.model.nv)
+            return qpos, self.init_qvel + rng.uniform(-scale, scale, self.model.nv)
+        return qpos, self.init_qvel + scale * rng.standard_normal(self.model.nv)
 
     def _reset_posture(self) -> None:
         """Re-randomise every joint except x, y around the upright start posture, as the original every 200 steps.
@@ -237,17 +291,23 @@ class _AntTaskEnv(MujocoEnv, utils.EzPickle):
         Done after the step's reward, so the observation returned shows the new posture; the original did it at
         the start of the next step, after the policy had acted on the old observation.
         """
-        qpos = self.init_qpos + self.np_random.uniform(-self.reset_noise_scale, self.reset_noise_scale, self.model.nq)
+        qpos, qvel = self._reset_state(self.np_random)
         qpos[:2] = self.data.qpos[:2]
-        self.set_state(qpos, self._random_qvel())
+        self.set_state(qpos, qvel)
 
     def _apply_task(self) -> None:
         """Move the scenery for ``self.task`` (``data`` was just reset)."""
+        self._apply_task_rows(self.data.mocap_pos[None], np.array([self.task]))
 
-    def _before_simulation(self) -> None:
-        """Per-step scenery update before the physics step."""
+    def _apply_task_rows(self, mocap_pos: np.ndarray, task: np.ndarray) -> None:
+        """Move the scenery of freshly reset envs (``mocap_pos``: (n, nmocap, 3), written in place) for ``task``."""
 
-    def _reward(self, xy_before: np.ndarray, action: np.ndarray) -> tuple[float, dict[str, Any]]:
+    def _before_rows(self, qpos: np.ndarray, mocap_pos: np.ndarray) -> None:
+        """Per-step scenery update before the physics step (``mocap_pos`` written in place)."""
+
+    def _reward_rows(self, xy_before: np.ndarray, action: np.ndarray, qpos: np.ndarray,
+                     outputs: dict[str, np.ndarray], task: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Rewards (n,) and reward terms of a step, from the torso's xy before it and the state after it."""
         raise NotImplementedError
 
 
@@ -297,7 +357,8 @@ class AntTwoWalkEnv(_AntTaskEnv):
         self.target_height = float(target_height)
         self.target_radius = float(target_radius)
         self.relative_to_goal = bool(relative_to_goal)
-        self.target = np.array([*self.goals[0], self.target_height])
+        self._targets = np.array([[x, y, self.target_height] for x, y in self.goals])  # (n_tasks, 3)
+        self.target = self._targets[0].copy()
         camera = {"distance": 14.0, "elevation": -55.0, "azimuth": 225.0, "lookat": np.array([2.0, 2.0, 0.0])}
         super().__init__(start=start, frame_skip=frame_skip, reset_noise_scale=reset_noise_scale,
                          reset_qvel_noise_scale=reset_qvel_noise_scale, posture_reset_interval=None,
@@ -310,26 +371,31 @@ class AntTwoWalkEnv(_AntTaskEnv):
                   collide=False)
         return spec
 
-    def _apply_task(self) -> None:
-        self.target = np.array([*self.goals[self.task], self.target_height])
-        self.data.mocap_pos[self._target_mocap] = self.target
+    batch_outputs = ("subtree_com",)
 
-    def _get_obs(self) -> np.ndarray:
-        obs = np.concatenate((self.data.qpos, self.data.qvel))
+    def _apply_task(self) -> None:
+        self.target = self._targets[self.task].copy()
+        super()._apply_task()
+
+    def _apply_task_rows(self, mocap_pos, task):
+        mocap_pos[:, self._target_mocap] = self._targets[task]
+
+    def _obs_rows(self, qpos, qvel, task):
+        obs = np.concatenate((qpos, qvel), axis=1)
         if self.relative_to_goal:
-            obs[:2] -= self.target[:2]
+            obs[:, :2] -= self._targets[task, :2]
         return obs
 
-    def _reward(self, xy_before, action):
-        vec = self.data.subtree_com[self._torso] - self.target
-        distance = float(np.sqrt(vec @ vec))
+    def _reward_rows(self, xy_before, action, qpos, outputs, task):
+        target = self._targets[task]
+        vec = outputs["subtree_com"][:, self._torso] - target
+        distance = np.sqrt(np.sum(vec * vec, axis=1))
         if self.reward_type == "reference":
             return -np.sqrt(distance) / self.distance_scale, {"distance": distance}
-        xy = self.data.qpos[:2]
-        before = xy_before - self.target[:2]
-        after = xy - self.target[:2]
-        progress = (np.sqrt(before @ before) - np.sqrt(after @ after)) / self.dt
-        ctrl_cost = self.ctrl_cost_weight * float(action @ action)
+        before = xy_before - target[:, :2]
+        after = qpos[:, :2] - target[:, :2]
+        progress = (np.sqrt(np.sum(before * before, axis=1)) - np.sqrt(np.sum(after * after, axis=1))) / self.dt
+        ctrl_cost = self.ctrl_cost_weight * np.sum(action * action, axis=1)
         return progress - ctrl_cost, {"distance": distance, "reward_progress": progress, "reward_ctrl": -ctrl_cost}
 
 
@@ -374,7 +440,8 @@ class AntMazeEnv(_AntTaskEnv):
         self.wall_half_thickness = float(wall_half_thickness)
         self.wall_half_height = float(wall_half_height)
         self.goal_marker_height = float(goal_marker_height)
-        self.goal = np.asarray(MAZE_LAYOUTS[0][1], dtype=np.float64)
+        self._goals = np.array([goal for _, goal in MAZE_LAYOUTS], dtype=np.float64)  # (n_tasks, 2)
+        self.goal = self._goals[0].copy()
         x0, x1, y0, y1 = self.arena
         camera = {"distance": 1.45 * max(x1 - x0, y1 - y0), "elevation": -90.0, "azimuth": 90.0,
                   "lookat": np.array([(x0 + x1) / 2, (y0 + y1) / 2, 0.0])}
@@ -409,17 +476,20 @@ class AntMazeEnv(_AntTaskEnv):
         return self.data.mocap_pos[self._block_mocaps, 2] > 0
 
     def _apply_task(self) -> None:
-        # data was just reset: every block stands at its cell; lower the open ones fully under the floor
-        opened = self._block_mocaps[self._open[self.task]]
-        self.data.mocap_pos[opened, 2] = -self.block_size[2]
-        self.goal = np.asarray(MAZE_LAYOUTS[self.task][1], dtype=np.float64)
-        self.data.mocap_pos[self._goal_mocap, :2] = self.goal
+        self.goal = self._goals[self.task].copy()
+        super()._apply_task()
 
-    def _reward(self, xy_before, action):
-        xy = self.data.qpos[:2]
+    def _apply_task_rows(self, mocap_pos, task):
+        # the envs were just reset: every block stands at its cell; lower the open ones fully under the floor
+        blocks = mocap_pos[:, self._block_mocaps, 2]
+        mocap_pos[:, self._block_mocaps, 2] = np.where(self._open[task], -self.block_size[2], blocks)
+        mocap_pos[:, self._goal_mocap, :2] = self._goals[task]
+
+    def _reward_rows(self, xy_before, action, qpos, outputs, task):
+        xy = qpos[:, :2]
         velocity = (xy - xy_before) / self.dt
-        toward = float(np.sign(self.goal - xy) @ velocity)
-        ctrl_cost = self.ctrl_cost_weight * float(action @ action)
+        toward = np.sum(np.sign(self._goals[task] - xy) * velocity, axis=1)
+        ctrl_cost = self.ctrl_cost_weight * np.sum(action * action, axis=1)
         return toward - ctrl_cost, {"reward_toward_goal": toward, "reward_ctrl": -ctrl_cost}
 
 
@@ -507,16 +577,18 @@ class AntObstacleEnv(_AntTaskEnv):
     def monster_xy(self) -> np.ndarray:
         return self.data.mocap_pos[self._monster_mocap, :2].copy()
 
-    def _before_simulation(self) -> None:
-        offset = self.data.qpos[:2] - self.zone_center
-        if offset @ offset < self.zone_radius**2:
-            monster = self.data.mocap_pos[self._monster_mocap]
-            monster[:2] += self.monster_step * np.sign(self.data.qpos[:2] - monster[:2])
+    def _before_rows(self, qpos, mocap_pos):
+        offset = qpos[:, :2] - self.zone_center
+        inside = np.flatnonzero(np.sum(offset * offset, axis=1) < self.zone_radius**2)
+        if len(inside):
+            monster = mocap_pos[inside, self._monster_mocap, :2]
+            step = self.monster_step * np.sign(qpos[inside, :2] - monster)
+            mocap_pos[inside, self._monster_mocap, :2] = monster + step
 
-    def _reward(self, xy_before, action):
-        xy = self.data.qpos[:2]
+    def _reward_rows(self, xy_before, action, qpos, outputs, task):
+        xy = qpos[:, :2]
         if self.reward_type == "sparse":
             to_goal = xy - self.goal
-            return (1.0 if to_goal @ to_goal < self.goal_radius**2 else 0.0), {}
-        s = 2.0 * float(np.sum(xy - self.dense_target))
+            return (np.sum(to_goal * to_goal, axis=1) < self.goal_radius**2).astype(np.float64), {}
+        s = 2.0 * np.sum(xy - self.dense_target, axis=1)
         return -s * s / self.dense_scale, {}

@@ -11,9 +11,13 @@ The floor plane, infinite for collisions, is drawn ``floor_half_size`` wide so t
 
 **Observation (both envs, 348 values, the same as Humanoid-v5 with its defaults).** qpos without root x, y (22),
 qvel (23), then for the 13 humanoid bodies (the slab excluded) cinert (130) and cvel (78), qfrc_actuator of the
-17 hinge dofs (17) and cfrc_ext (78). ``cfrc_ext`` is computed by ``mj_rnePostConstraint`` after every step, as
-gymnasium's ``MujocoEnv`` does for Humanoid-v5. The original's course put root x at index 0 where Walk/Crawl had
-z, so its walk/crawl sub-policies saw a different input in the course; here the layout is identical in
+17 hinge dofs (17) and cfrc_ext (78). ``cfrc_ext`` is computed by MuJoCo within each step, by
+``mj_rnePostConstraint`` at the state before the last substep: the model carries an accelerometer on the torso
+(``cfrc_probe``, no other use), whose evaluation needs it. Humanoid-v5 instead calls ``mj_rnePostConstraint``
+after the step, from the quantities that RK4's last stage left, which gives other contact forces; the probe lets
+``envs.batch`` step many humanoids in one C call with the same observations. The original's course put root x
+at index 0 where Walk/Crawl had z, so its walk/crawl sub-policies saw a different input in the course; here the
+layout is identical in
 :class:`HumanoidWalkCrawlEnv` and :class:`HumanoidCourseEnv` (index 0 is root z in both).
 
 **Rewards (the original's, REFERENCE.md).** ``v = Δx_com / model.opt.timestep`` is the displacement of the
@@ -86,6 +90,10 @@ def build_model(
     floor = spec.geom("floor")
     floor.size = [floor_half_size, floor_half_size, floor.size[2]]
     spec.material("MatPlane").texrepeat = np.asarray(spec.material("MatPlane").texrepeat) * floor_half_size / 20.0
+    # makes every step compute cfrc_ext (mj_rnePostConstraint, which the accelerometer needs): see the module doc
+    spec.body("torso").add_site(name="cfrc_probe")
+    spec.add_sensor(name="cfrc_probe", type=mujoco.mjtSensor.mjSENS_ACCELEROMETER, objtype=mujoco.mjtObj.mjOBJ_SITE,
+                    objname="cfrc_probe")
     slab = spec.worldbody.add_body(name="slab", mocap=True, pos=[0.0, 0.0, -10.0])
     slab.add_geom(name="slab", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(slab_half_extents), rgba=list(slab_rgba),
                   contype=1, conaffinity=1, condim=1)
@@ -162,6 +170,11 @@ class _HumanoidSlabEnv(MujocoEnv, utils.EzPickle):
         model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
         return model, mujoco.MjData(model)
 
+    def _step_mujoco_simulation(self, ctrl, n_frames) -> None:
+        # As MujocoEnv, minus the mj_rnePostConstraint after the step: the step computes cfrc_ext (module doc).
+        self.data.ctrl[:] = ctrl
+        mujoco.mj_step(self.model, self.data, nstep=n_frames)
+
     # -- task API -------------------------------------------------------------------------------------------
     @classmethod
     def sample_task(cls, rng: np.random.Generator) -> int:
@@ -172,15 +185,19 @@ class _HumanoidSlabEnv(MujocoEnv, utils.EzPickle):
         allowed = " or ".join(str(t) for t in range(self.n_tasks))
         return ValueError(f"{type(self).__name__} task must be {allowed}, got {task!r}")
 
-    def set_task(self, task: int) -> None:
-        """Select the task for the episodes that start from the next reset on."""
+    def check_task(self, task: Any) -> int:
+        """``task`` as an int, or a ValueError naming the tasks there are."""
         try:
             value = int(task)
         except (TypeError, ValueError):
             raise self._task_error(task) from None
         if value != task or value not in range(self.n_tasks):
             raise self._task_error(task)
-        self.task = value
+        return value
+
+    def set_task(self, task: int) -> None:
+        """Select the task for the episodes that start from the next reset on."""
+        self.task = self.check_task(task)
 
     # -- geometry -------------------------------------------------------------------------------------------
     def slab_x_range(self, start: float, direction: int = 1) -> tuple[float, float]:
@@ -189,18 +206,28 @@ class _HumanoidSlabEnv(MujocoEnv, utils.EzPickle):
         far = near + direction * 2 * self.slab_half_extents[0]
         return (min(near, far), max(near, far))
 
-    def _place_slab(self, x_range: tuple[float, float], y: float) -> None:
-        centre = (0.5 * (x_range[0] + x_range[1]), y, self.slab_bottom + self.slab_half_extents[2])
-        self.data.mocap_pos[self._slab_mocap] = centre
+    def _slab_centre(self, x_range: tuple[float, float], y: float) -> tuple[float, float, float]:
+        return (0.5 * (x_range[0] + x_range[1]), y, self.slab_bottom + self.slab_half_extents[2])
 
-    # -- dynamics -------------------------------------------------------------------------------------------
+    def _place_slab(self, x_range: tuple[float, float], y: float) -> None:
+        self.data.mocap_pos[self._slab_mocap] = self._slab_centre(x_range, y)
+
+    # -- dynamics, on rows of envs (one row here, many in envs.batch.MujocoBatchVecEnv) ---------------------------
     def _com_x(self) -> float:
-        return float(self._mass_weights @ self.data.xipos[self._bodies, 0])
+        return float(self._com_x_rows(self.data.xipos[None])[0])
+
+    def _com_x_rows(self, xipos: np.ndarray) -> np.ndarray:
+        return np.sum(self._mass_weights * xipos[:, self._bodies, 0], axis=1)
 
     def _get_obs(self) -> np.ndarray:
-        d, b = self.data, self._bodies
-        return np.concatenate((d.qpos[2:], d.qvel, d.cinert[b].ravel(), d.cvel[b].ravel(), d.qfrc_actuator[6:],
-                               d.cfrc_ext[b].ravel()))
+        d = self.data
+        return self._obs_rows(d.qpos[None], d.qvel[None], d.cinert[None], d.cvel[None], d.qfrc_actuator[None],
+                              d.cfrc_ext[None])[0]
+
+    def _obs_rows(self, qpos, qvel, cinert, cvel, qfrc_actuator, cfrc_ext) -> np.ndarray:
+        b, n = self._bodies, len(qpos)
+        return np.concatenate((qpos[:, 2:], qvel, cinert[:, b].reshape(n, -1), cvel[:, b].reshape(n, -1),
+                               qfrc_actuator[:, 6:], cfrc_ext[:, b].reshape(n, -1)), axis=1)
 
     def _is_healthy(self) -> bool:
         lo, hi = self.healthy_z_range
@@ -208,29 +235,90 @@ class _HumanoidSlabEnv(MujocoEnv, utils.EzPickle):
 
     def _reward(self, task: int, velocity: float) -> tuple[float, bool, dict[str, float]]:
         """Reward, termination and reward terms of ``task`` for a step whose CoM moved ``velocity`` (Δx/timestep)."""
-        ctrl_cost = self.ctrl_cost_weight * float(np.square(self.data.ctrl).sum())
-        contact_cost = min(self.contact_cost_weight * float(np.square(self.data.cfrc_ext[self._bodies]).sum()),
-                           self.contact_cost_max)
-        if task == WALK:
-            healthy = self._is_healthy()
-            survive = self.healthy_reward if healthy else 0.0
-            forward = self.walk_forward_weight * velocity if healthy else 0.0
-            terminated = self.terminate_when_unhealthy and not healthy
-        else:
-            survive, forward, terminated = 0.0, self.crawl_forward_weight * self._crawl_sign * velocity, False
-        info = {"reward_forward": forward, "reward_survive": survive, "reward_ctrl": -ctrl_cost,
-                "reward_contact": -contact_cost}
-        return forward + survive - ctrl_cost - contact_cost, terminated, info
+        d = self.data
+        rewards, terminated, terms = self._reward_rows(np.array([task]), np.array([velocity]), d.qpos[None],
+                                                       d.ctrl[None], d.cfrc_ext[None])
+        return float(rewards[0]), bool(terminated[0]), {key: float(value[0]) for key, value in terms.items()}
+
+    def _reward_rows(self, task, velocity, qpos, ctrl, cfrc_ext):
+        n = len(task)
+        ctrl_cost = self.ctrl_cost_weight * np.sum(np.square(ctrl), axis=1)
+        contact = np.sum(np.square(cfrc_ext[:, self._bodies]).reshape(n, -1), axis=1)
+        contact_cost = np.minimum(self.contact_cost_weight * contact, self.contact_cost_max)
+        lo, hi = self.healthy_z_range
+        walk, healthy = task == WALK, (lo < qpos[:, 2]) & (qpos[:, 2] < hi)
+        survive = np.where(walk & healthy, self.healthy_reward, 0.0)
+        forward = np.where(walk, np.where(healthy, self.walk_forward_weight * velocity, 0.0),
+                           self.crawl_forward_weight * self._crawl_sign * velocity)
+        terminated = walk & ~healthy & self.terminate_when_unhealthy
+        terms = {"reward_forward": forward, "reward_survive": survive, "reward_ctrl": -ctrl_cost,
+                 "reward_contact": -contact_cost}
+        return forward + survive - ctrl_cost - contact_cost, terminated, terms
+
+    def _reset_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        noise = self.reset_noise_scale
+        qpos = self.init_qpos + rng.uniform(-noise, noise, size=self.model.nq)
+        qvel = self.init_qvel + rng.uniform(-noise, noise, size=self.model.nv)
+        return qpos, qvel
+
+    # -- many envs in one mujoco.batch.Batch (envs.batch.MujocoBatchVecEnv) ------------------------------------
+    batch_outputs = ("xipos", "cinert", "cvel", "qfrc_actuator", "cfrc_ext")
+
+    def batch_vars(self, n: int) -> dict[str, np.ndarray]:
+        # the CoM x after the last step or reset (the next step's "before"); the course's mode
+        return {"com_x": np.zeros(n), "mode": np.full(n, WALK, dtype=np.int64)}
+
+    def _obs_of(self, venv, ids=slice(None)) -> np.ndarray:
+        o = venv.outputs
+        return self._obs_rows(venv.qpos[ids], venv.qvel[ids], o["cinert"][ids], o["cvel"][ids],
+                              o["qfrc_actuator"][ids], o["cfrc_ext"][ids])
+
+    def batch_reset(self, venv, ids: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """As ``reset`` for the envs ``ids``, whose simulations were just reset to the model's defaults."""
+        task = venv.vars["next_task"][ids]
+        venv.vars["task"][ids] = task
+        venv.vars["mode"][ids] = WALK
+        for i, k in zip(ids, task, strict=True):
+            venv.mocap_pos[i, self._slab_mocap] = self._slab_centre_for(int(k))
+            venv.qpos[i], venv.qvel[i] = self._reset_state(venv.rngs[i])
+        venv.sim.forward(ids)
+        venv.vars["com_x"][ids] = self._com_x_rows(venv.outputs["xipos"][ids])
+        infos = [self._reset_info_of(int(k), WALK, float(venv.qpos[i, 0])) for i, k in zip(ids, task, strict=True)]
+        return self._obs_of(venv, ids), infos
+
+    def batch_step(self, venv, actions: np.ndarray):
+        """As ``step`` for every env of ``venv``: (observations, rewards, terminated, info columns)."""
+        x_before = venv.vars["com_x"].copy()
+        venv.ctrl[:] = actions
+        venv.sim.step(nstep=self.frame_skip)
+        x_after = self._com_x_rows(venv.outputs["xipos"])
+        venv.vars["com_x"][:] = x_after
+        displacement = x_after - x_before
+        mode = self._mode_rows(venv.vars, venv.qpos)
+        rewards, terminated, info = self._reward_rows(mode, displacement * self._displacement_scale, venv.qpos,
+                                                      venv.ctrl, venv.outputs["cfrc_ext"])
+        info.update(self._step_info_rows(venv.vars, venv.qpos, displacement))
+        return self._obs_of(venv), rewards, terminated, info
+
+    def _slab_centre_for(self, task: int) -> tuple[float, float, float]:
+        raise NotImplementedError
+
+    def _reset_info_of(self, task: int, mode: int, x: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _mode_rows(self, rows: dict[str, np.ndarray], qpos: np.ndarray) -> np.ndarray:
+        """The reward's task of each env for this step (and the course's mode update)."""
+        raise NotImplementedError
+
+    def _step_info_rows(self, rows, qpos, displacement) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
     def _place_for_episode(self) -> None:
         raise NotImplementedError
 
     def reset_model(self) -> np.ndarray:
         self._place_for_episode()
-        noise = self.reset_noise_scale
-        qpos = self.init_qpos + self.np_random.uniform(-noise, noise, size=self.model.nq)
-        qvel = self.init_qvel + self.np_random.uniform(-noise, noise, size=self.model.nv)
-        self.set_state(qpos, qvel)
+        self.set_state(*self._reset_state(self.np_random))
         return self._get_obs()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -289,8 +377,20 @@ class HumanoidWalkCrawlEnv(_HumanoidSlabEnv):
         """The slab's x-range (the same in both tasks; the walk task moves it sideways)."""
         return self.slab_x_range(0.0, self.crawl_direction)
 
+    def _slab_centre_for(self, task: int) -> tuple[float, float, float]:
+        return self._slab_centre(self.slab_x, 0.0 if task == CRAWL else self.slab_away_y)
+
     def _place_for_episode(self) -> None:
-        self._place_slab(self.slab_x, 0.0 if self._episode_task == CRAWL else self.slab_away_y)
+        self.data.mocap_pos[self._slab_mocap] = self._slab_centre_for(self._episode_task)
+
+    def _reset_info_of(self, task: int, mode: int, x: float) -> dict[str, Any]:
+        return {"task": task, "x_position": x}
+
+    def _mode_rows(self, rows, qpos):
+        return rows["task"]
+
+    def _step_info_rows(self, rows, qpos, displacement):
+        return {"task": rows["task"].copy(), "x_position": qpos[:, 0].copy(), "x_velocity": displacement / self.dt}
 
     def step(self, action):
         x_before = self._com_x()
@@ -304,7 +404,7 @@ class HumanoidWalkCrawlEnv(_HumanoidSlabEnv):
         return self._get_obs(), reward, terminated, False, info
 
     def _get_reset_info(self) -> dict[str, Any]:
-        return {"task": self._episode_task, "x_position": float(self.data.qpos[0])}
+        return self._reset_info_of(self._episode_task, WALK, float(self.data.qpos[0]))
 
 
 class HumanoidCourseEnv(_HumanoidSlabEnv):
@@ -354,9 +454,24 @@ class HumanoidCourseEnv(_HumanoidSlabEnv):
         """The slab's x-range: from ``crawl_gap`` past the switch point, ``2 * slab_half_extents[0]`` long."""
         return self.slab_x_range(self.course_switch_x, 1)
 
+    def _slab_centre_for(self, task: int) -> tuple[float, float, float]:
+        return self._slab_centre(self.slab_x, 0.0)
+
     def _place_for_episode(self) -> None:
         self.mode = WALK
-        self._place_slab(self.slab_x, 0.0)
+        self.data.mocap_pos[self._slab_mocap] = self._slab_centre_for(self._episode_task)
+
+    def _reset_info_of(self, task: int, mode: int, x: float) -> dict[str, Any]:
+        return {"task": task, "mode": mode, "x_position": x}
+
+    def _mode_rows(self, rows, qpos):
+        mode = rows["mode"]
+        mode[(mode == WALK) & (qpos[:, 0] > self.course_switch_x)] = CRAWL
+        return mode
+
+    def _step_info_rows(self, rows, qpos, displacement):
+        return {"task": rows["task"].copy(), "mode": rows["mode"].copy(), "x_position": qpos[:, 0].copy(),
+                "x_velocity": displacement / self.dt}
 
     def step(self, action):
         x_before = self._com_x()
@@ -373,4 +488,4 @@ class HumanoidCourseEnv(_HumanoidSlabEnv):
         return self._get_obs(), reward, terminated, False, info
 
     def _get_reset_info(self) -> dict[str, Any]:
-        return {"task": self._episode_task, "mode": self.mode, "x_position": float(self.data.qpos[0])}
+        return self._reset_info_of(self._episode_task, self.mode, float(self.data.qpos[0]))

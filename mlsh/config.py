@@ -65,6 +65,21 @@ def _env_kwargs(cfg: DictConfig) -> None:
         raise ConfigError(f"env.kwargs: {unknown} not arguments of {env_cls.__name__}; allowed: {allowed}")
 
 
+def _batched(cfg: DictConfig) -> None:
+    """``env.batched`` needs an env class with a batched implementation (``envs.batch``)."""
+    batched = cfg.env.get("batched", False)
+    if not isinstance(batched, bool):
+        raise ConfigError(f"env.batched must be true or false, got {batched!r}")
+    if cfg.env.get("batch_threads") is not None:
+        _int(cfg, "env.batch_threads", 1)
+    if batched:
+        entry = gym.registry[cfg.env.id].entry_point
+        env_cls = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+        if not hasattr(env_cls, "batch_step"):
+            raise ConfigError(f"env.batched=true: {cfg.env.id} has no batched implementation (the MuJoCo envs "
+                              f"have one); set env.batched=false")
+
+
 def env_spaces(observation_space, action_space) -> dict[str, str]:
     """What a checkpoint's policies need of an env: its observation shape and its action space."""
     return {"observation": str(tuple(observation_space.shape)), "action": str(action_space)}
@@ -178,6 +193,7 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
         if node is not None and "ppo" in node:
             _ppo(cfg, section + ".ppo")
     _env_kwargs(cfg)
+    _batched(cfg)
     _distributed(cfg, processes)
     if cfg.get("init_from"):
         _init_from(cfg)

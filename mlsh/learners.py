@@ -22,6 +22,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
 import envs  # noqa: F401  (registers mlsh/* envs)
+from envs.batch import MujocoBatchVecEnv
 from mlsh import distributed, faults, sb3_adapter
 from mlsh.groups import EpisodeStats, GroupView, TaskVecEnv, TaskVecNormalize, TrackedRMS, group_slices
 from mlsh.master import MasterPolicy
@@ -37,14 +38,22 @@ def make_task_env(cfg: DictConfig, seed: int, n_groups: int | None = None) -> Ep
     """The envs of every task group (``schedule.n_envs`` per group, ``n_groups`` groups, default
     ``schedule.n_groups``) in one ``VecEnv``, seeded ``seed``, ``seed + 1``, ...
 
+    With ``env.batched`` (the MuJoCo envs), the envs are one ``envs.batch.MujocoBatchVecEnv``: stepped together in
+    MuJoCo's C code on ``env.batch_threads`` threads, transition for transition as the ``DummyVecEnv`` of
+    ``gym.make`` envs that is used otherwise.
+
     With ``env.normalize_obs``, observations go through a running mean/std filter shared by every policy of every
     group (SB3's ``VecNormalize``, clipped to +-5 as the original's filter; rewards untouched). Its statistics are
     kept across tasks and saved with every checkpoint.
     """
     n_groups = cfg.schedule.get("n_groups", 1) if n_groups is None else n_groups
     kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True) if cfg.env.get("kwargs") else {}
-    venv = make_vec_env(cfg.env.id, n_envs=cfg.schedule.n_envs * n_groups, seed=seed, env_kwargs=kwargs,
-                        vec_env_cls=TaskVecEnv)
+    n_envs = cfg.schedule.n_envs * n_groups
+    if cfg.env.get("batched", False):
+        venv = MujocoBatchVecEnv(cfg.env.id, n_envs, env_kwargs=kwargs, nthread=cfg.env.get("batch_threads", 1))
+        venv.seed(seed)
+    else:
+        venv = make_vec_env(cfg.env.id, n_envs=n_envs, seed=seed, env_kwargs=kwargs, vec_env_cls=TaskVecEnv)
     if cfg.env.get("normalize_obs", False):
         venv = TaskVecNormalize(venv, track=distributed.world().active, norm_obs=True, norm_reward=False,
                                 clip_obs=5.0, gamma=0.99)

@@ -6,7 +6,8 @@ The zips hold every model's weights and optimizer state. ``capture`` adds, at an
 - every model's live attributes (update counter, last observation and episode starts, step counter);
 - the state of every layer of the env stack: the vector wrappers (selection wrapper, episode statistics,
   observation filter, ``DummyVecEnv`` buffers) and, for each env, every gymnasium wrapper and the env itself,
-  including its random generator, its task and, for MuJoCo envs, its whole ``MjData``.
+  including its random generator, its task and, for MuJoCo envs, its whole ``MjData``; a batched env
+  (``envs.batch``) gives its own state: every simulation's state row, generator and task.
 
 Env layers are captured generically: each layer's instance attributes, minus references to other layers and
 static parts (spaces, spec, the MuJoCo model and renderer). ``restore`` writes them back into a stack built from
@@ -74,9 +75,15 @@ def _vec_layers(venv: VecEnv) -> list[VecEnv]:
     layers = [venv]
     while isinstance(layers[-1], VecEnvWrapper):
         layers.append(layers[-1].venv)
-    if not isinstance(layers[-1], DummyVecEnv):
-        raise TypeError(f"exact resume needs a DummyVecEnv at the bottom of the env stack, got {type(layers[-1])}")
+    if not isinstance(layers[-1], DummyVecEnv) and not hasattr(layers[-1], "get_state"):
+        raise TypeError(f"exact resume needs a DummyVecEnv or a batched env (envs.batch) at the bottom of the env "
+                        f"stack, got {type(layers[-1])}")
     return layers
+
+
+def _vec_state(layer: VecEnv) -> dict[str, Any]:
+    """A vector layer's state; a batched env (``envs.batch``) gives its own, every simulation's included."""
+    return _layer_state(layer) if isinstance(layer, VecEnvWrapper | DummyVecEnv) else layer.get_state()
 
 
 def capture(models: dict[str, PPO], venv: VecEnv) -> dict[str, Any]:
@@ -86,8 +93,8 @@ def capture(models: dict[str, PPO], venv: VecEnv) -> dict[str, Any]:
         "format": FORMAT,
         "rng": {"torch": th.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         "models": {name: {k: getattr(m, k) for k in MODEL_LIVE if hasattr(m, k)} for name, m in models.items()},
-        "vec_layers": [(type(v).__name__, _layer_state(v)) for v in vec],
-        "envs": [[(type(x).__name__, _layer_state(x)) for x in _env_layers(e)] for e in vec[-1].envs],
+        "vec_layers": [(type(v).__name__, _vec_state(v)) for v in vec],
+        "envs": [[(type(x).__name__, _layer_state(x)) for x in _env_layers(e)] for e in getattr(vec[-1], "envs", [])],
     }
 
 
@@ -99,11 +106,14 @@ def restore(state: dict[str, Any], models: dict[str, PPO], venv: VecEnv) -> None
     _check_layout("env stack", [n for n, _ in state["vec_layers"]], [type(v).__name__ for v in vec])
     if set(state["models"]) != set(models):
         raise ValueError(f"resume state has models {sorted(state['models'])}, the learner {sorted(models)}")
-    envs = vec[-1].envs
+    envs = getattr(vec[-1], "envs", [])
     if len(state["envs"]) != len(envs):
         raise ValueError(f"resume state has {len(state['envs'])} envs, the env stack {len(envs)}")
     for layer, (_, values) in zip(vec, state["vec_layers"], strict=True):
-        _set_layer_state(layer, values)
+        if isinstance(layer, VecEnvWrapper | DummyVecEnv):
+            _set_layer_state(layer, values)
+        else:
+            layer.set_state(values)
     for env, saved in zip(envs, state["envs"], strict=True):
         layers = _env_layers(env)
         _check_layout("env wrappers", [n for n, _ in saved], [type(x).__name__ for x in layers])

@@ -83,15 +83,41 @@ def test_walk_task_slab_is_out_of_the_way_and_matches_humanoid_v5():
     np.testing.assert_array_equal(obs, v5.reset(seed=3)[0])
     lo_y = env.data.geom("slab").xpos[1] - 11.5
     assert lo_y >= 18.0  # the slab is moved 30 m sideways
+    contacts = 0
     for a in actions(200, seed=1):
         obs, reward, terminated, _, info = env.step(a)
-        obs5, reward5, terminated5, _, _ = v5.step(a)
-        np.testing.assert_array_equal(obs, obs5)  # same physics and the same observation layout
+        obs5, reward5, terminated5, _, info5 = v5.step(a)
+        # same physics and the same observation layout; cfrc_ext (the last 78) is computed within the step
+        np.testing.assert_array_equal(obs[:-78], obs5[:-78])
+        contacts += bool(np.any(obs[-78:]))
         assert terminated == terminated5
         assert not slab_contacts(env)
         if terminated:
             break
-        assert reward == pytest.approx(reward5, rel=1e-9, abs=1e-9)  # 0.25 dx/0.003 = Humanoid-v5's 1.25 dx/dt
+        # 0.25 dx/0.003 = Humanoid-v5's 1.25 dx/dt; the contact cost reads cfrc_ext
+        assert reward - info["reward_contact"] == pytest.approx(reward5 - info5["reward_contact"], rel=1e-9, abs=1e-9)
+    assert contacts > 0
+
+
+def test_cfrc_ext_is_that_of_the_state_before_the_last_substep():
+    """What the step computes (the torso accelerometer makes MuJoCo run mj_rnePostConstraint in it): the contact
+    forces of mj_forward at the state before the last substep."""
+    import mujoco
+
+    env = HumanoidWalkCrawlEnv()
+    env.reset(seed=0, options={"task": CRAWL})
+    probe = mujoco.MjData(env.model)
+    seen = 0
+    for a in actions(40, seed=2):
+        mujoco.mj_copyData(probe, env.model, env.data)
+        probe.ctrl[:] = a
+        mujoco.mj_step(env.model, probe, nstep=env.frame_skip - 1)
+        mujoco.mj_forward(env.model, probe)
+        mujoco.mj_rnePostConstraint(env.model, probe)
+        env.step(a)
+        np.testing.assert_array_equal(env.data.cfrc_ext, probe.cfrc_ext)
+        seen += bool(np.any(probe.cfrc_ext))
+    assert seen > 10  # contact forces were there to compare
 
 
 def test_slab_stops_a_standing_humanoid():
