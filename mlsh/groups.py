@@ -121,6 +121,23 @@ class TaskVecNormalize(VecNormalize):
         if self.norm_obs:
             self.obs_rms = TrackedRMS(shape=self.obs_rms.mean.shape, track=track)
 
+    def step_wait(self):
+        """SB3's ``step_wait`` for array observations, visiting only the envs whose episode ended (SB3 loops over
+        every env)."""
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.old_obs, self.old_reward = obs, rewards
+        if self.training and self.norm_obs:
+            self.obs_rms.update(obs)
+        obs = self.normalize_obs(obs)
+        if self.training:
+            self._update_reward(rewards)
+        rewards = self.normalize_reward(rewards)
+        for i in np.flatnonzero(dones):
+            if "terminal_observation" in infos[i]:
+                infos[i]["terminal_observation"] = self.normalize_obs(infos[i]["terminal_observation"])
+        self.returns[dones] = 0
+        return obs, rewards, dones, infos
+
     def reset_envs(self, indices: Sequence[int], options: dict[str, Any] | None = None) -> np.ndarray:
         obs = self.venv.reset_envs(indices, options)
         idx = np.asarray(indices)

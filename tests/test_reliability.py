@@ -340,6 +340,7 @@ def test_a_resumed_run_keeps_its_wandb_group_and_run(compose, tmp_path):
     meta_train(cfg, tmp_path, group="sweep-7", progress=False)
     first = json.loads((tmp_path / "wandb_run.json").read_text())
     cfg.schedule.n_tasks = 2
+    time.sleep(1.1)  # W&B names an offline run's folder by the second it starts: two folders, as in real use
     meta_train(cfg, tmp_path, progress=False, resume=True)
     again = json.loads((tmp_path / "wandb_run.json").read_text())
     assert again == {**first, "rows_sent": len(read_metrics(tmp_path))} and again["group"] == "sweep-7"

@@ -1,0 +1,220 @@
+"""MuJoCo step rates, batched (``envs.batch``) against per-env stepping and gymnasium's own env, in one command:
+
+    python -m mlsh.benchmarks.mujoco_speed [--envs ant_two_walk humanoid_walk_crawl] [--steps 6400] [--iters 6]
+
+**Env rate** (random actions, uniform in the action space, one process): for each env, gymnasium's base env
+(``Ant-v5`` / ``Humanoid-v5``, one ``gym.make`` env as a user steps it), this project's per-env stack (``n`` envs,
+``DummyVecEnv`` of ``gym.make`` envs, what ``env.batched=false`` builds), the batched env on 1 thread (per core)
+and on 2 threads, and the physics alone: a Python loop of ``mj_step`` over ``n`` ``MjData`` of the same model,
+nothing else (what no env of this model can beat on one core). The runners take turns in ``--rounds`` chunks, so
+that a background load hits all alike; a rate is total steps over total time.
+
+**End to end**: MLSH meta-training on AntTwoWalk with its config (the paper's N=200, W=20, U=40, this project's
+two task groups of 4 envs, 8000 steps per group and iteration): ``--iters`` iterations whose joint phases are those
+of the steady state of the two staggered groups (per 60-iteration cycle, 20 with both groups joint, 40 with one:
+the pattern both, first, second, repeated), every update included, for per-env stepping, the batched env on 1 and
+2 threads, and the batched env with the original's 15 sub-policy minibatches per epoch; against the rate of
+gymnasium's Ant-v5 measured in the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+
+import envs  # noqa: F401  (registers mlsh/*)
+from envs.batch import MujocoBatchVecEnv
+from mlsh.groups import TaskVecEnv
+
+ENVS = {  # config name: (env id, gymnasium base env)
+    "ant_two_walk": ("mlsh/AntTwoWalk-v0", "Ant-v5"),
+    "ant_maze": ("mlsh/AntMaze-v0", "Ant-v5"),
+    "ant_obstacle": ("mlsh/AntObstacle-v0", "Ant-v5"),
+    "humanoid_walk_crawl": ("mlsh/HumanoidWalkCrawl-v0", "Humanoid-v5"),
+    "humanoid_course": ("mlsh/HumanoidCourse-v0", "Humanoid-v5"),
+}
+ENV_TARGET, E2E_TARGET = 3.0, 2.0  # issue 12: batched env vs the base env per core; MLSH vs Ant-v5
+
+
+class _Timed:
+    def __init__(self, name: str):
+        self.name, self.steps, self.seconds = name, 0, 0.0
+
+    def rate(self) -> float:
+        return self.steps / self.seconds
+
+
+class _Gym(_Timed):
+    """One gymnasium env, reset when an episode ends."""
+
+    def __init__(self, name: str, env_id: str, seed: int = 0):
+        super().__init__(name)
+        self.env = gym.make(env_id)
+        self.env.reset(seed=seed)
+        self.env.action_space.seed(seed)
+
+    def run(self, n: int) -> None:
+        env, actions = self.env, [self.env.action_space.sample() for _ in range(n)]
+        start = time.perf_counter()
+        for a in actions:
+            _, _, terminated, truncated, _ = env.step(a)
+            if terminated or truncated:
+                env.reset()
+        self.seconds += time.perf_counter() - start
+        self.steps += n
+
+
+class _Vec(_Timed):
+    """A VecEnv of ``n`` envs; ``run(n_steps)`` steps it ``n_steps / n`` times."""
+
+    def __init__(self, name: str, venv, seed: int = 0):
+        super().__init__(name)
+        self.venv, self.rng = venv, np.random.default_rng(seed)
+        venv.seed(seed)
+        venv.reset()
+
+    def run(self, n: int) -> None:
+        space, k = self.venv.action_space, self.venv.num_envs
+        actions = self.rng.uniform(space.low, space.high, (n // k, k, *space.shape)).astype(np.float32)
+        start = time.perf_counter()
+        for a in actions:
+            self.venv.step(a)
+        self.seconds += time.perf_counter() - start
+        self.steps += len(actions) * k
+
+
+class _Physics(_Timed):
+    """``mj_step`` (``frame_skip`` substeps) on ``n`` MjData of the env's model, controls set, nothing else."""
+
+    def __init__(self, name: str, env_id: str, n: int, seed: int = 0):
+        super().__init__(name)
+        env = gym.make(env_id).unwrapped
+        env.reset(seed=seed)
+        self.model, self.frame_skip = env.model, env.frame_skip
+        self.datas = []
+        for _ in range(n):
+            d = mujoco.MjData(self.model)
+            mujoco.mj_copyData(d, self.model, env.data)
+            self.datas.append(d)
+        self.rng, self.low, self.high = np.random.default_rng(seed), env.action_space.low, env.action_space.high
+        self.start = [(d.qpos.copy(), d.qvel.copy()) for d in self.datas]
+
+    def run(self, n: int) -> None:
+        k = len(self.datas)
+        actions = self.rng.uniform(self.low, self.high, (n // k, k, len(self.low)))
+        m, skip = self.model, self.frame_skip
+        start = time.perf_counter()
+        for a in actions:
+            for d, u in zip(self.datas, a, strict=True):
+                d.ctrl[:] = u
+                mujoco.mj_step(m, d, nstep=skip)
+        self.seconds += time.perf_counter() - start
+        self.steps += len(actions) * k
+        for d, (qpos, qvel) in zip(self.datas, self.start, strict=True):  # back to a standing start (falls add
+            d.qpos[:], d.qvel[:] = qpos, qvel  # contacts), outside the timing
+            mujoco.mj_forward(m, d)
+
+
+def env_rates(name: str, steps: int, rounds: int, n: int) -> list[_Timed]:
+    env_id, base = ENVS[name]
+    runners: list[_Timed] = [
+        _Gym(f"gymnasium {base}, 1 env", base),
+        _Vec(f"per-env stack, {n} envs", make_vec_env(env_id, n_envs=n, vec_env_cls=TaskVecEnv)),
+        _Vec(f"batched, {n} envs, 1 thread", MujocoBatchVecEnv(env_id, n, nthread=1)),
+        _Vec(f"batched, {n} envs, 2 threads", MujocoBatchVecEnv(env_id, n, nthread=2)),
+        _Physics(f"physics alone, {n} MjData", env_id, n),
+    ]
+    chunk = max(n, steps // rounds // n * n)
+    for r in range(rounds):
+        for runner in runners if r % 2 == 0 else runners[::-1]:
+            runner.run(chunk)
+    return runners
+
+
+E2E = {  # variant: overrides of the ant_two_walk config
+    "per-env stack": ["env.batched=false"],
+    "batched, 1 thread": ["env.batch_threads=1"],
+    "batched, 2 threads": ["env.batch_threads=2"],
+    "batched, 1 thread, 15 minibatches": ["env.batch_threads=1", "algo.subpolicy.minibatches=15"],
+}
+
+
+def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
+    """Primitive steps per second of ``iters`` MLSH iterations on AntTwoWalk, and the share spent in the
+    sub-policy update."""
+    from hydra import compose, initialize_config_dir
+
+    from mlsh.benchmarks.scaling import CONF
+    from mlsh.learners import make_learner, make_task_env, sample_task, task_rng
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["env=ant_two_walk", "logger.mode=disabled", *overrides])
+    th.manual_seed(0)
+    G = cfg.schedule.n_groups
+    venv = make_task_env(cfg, seed=0)
+    learner = make_learner(cfg, venv)
+    rng = task_rng(0, "train")
+    for g in range(G):
+        learner.start_task(sample_task(venv, rng), g)
+    pattern = [[True] * G] + [[g == i for g in range(G)] for i in range(G)]  # both joint, then one at a time
+    sub_seconds = 0.0
+    train = learner.sub_learner.train
+
+    def timed_train(*args, **kwargs):
+        nonlocal sub_seconds
+        start = time.perf_counter()
+        out = train(*args, **kwargs)
+        sub_seconds += time.perf_counter() - start
+        return out
+
+    learner.sub_learner.train = timed_train
+    start = time.perf_counter()
+    for i in range(iters):
+        learner.iterate(pattern[i % len(pattern)])
+    seconds = time.perf_counter() - start
+    steps = iters * cfg.schedule.rollout_steps * G
+    venv.close()
+    return {"steps": steps, "steps_per_second": steps / seconds, "subs_share": sub_seconds / seconds}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envs", nargs="+", default=["ant_two_walk", "humanoid_walk_crawl"], choices=list(ENVS))
+    parser.add_argument("--steps", type=int, default=6400, help="timed steps per runner and env")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--n", type=int, default=16, help="envs of the vectorised runners")
+    parser.add_argument("--iters", type=int, default=6, help="MLSH iterations per end-to-end variant (0: none)")
+    parser.add_argument("--variants", nargs="+", default=list(E2E), choices=list(E2E))
+    args = parser.parse_args(argv)
+    th.set_num_threads(1)
+    print(f"env step rate, random actions, one process ({args.steps} steps per runner in {args.rounds} "
+          f"alternating rounds)")
+    print(f"{'env':<22} {'runner':<32} {'steps/s':>9} {'vs base':>8}")
+    for name in args.envs:
+        runners = env_rates(name, args.steps, args.rounds, args.n)
+        base = runners[0].rate()
+        for r in runners:
+            print(f"{name:<22} {r.name:<32} {r.rate():>9,.0f} {r.rate() / base:>8.2f}", flush=True)
+    if not args.iters:
+        return
+    print(f"\nMLSH meta-training on ant_two_walk (N=200, W=20, U=40, 2 groups x 4 envs), {args.iters} iterations "
+          f"in the steady state's joint pattern, against gymnasium Ant-v5 timed in turn:")
+    print(f"{'variant':<36} {'steps':>8} {'steps/s':>9} {'Ant-v5':>8} {'ratio':>6} {'update share':>13}")
+    ant = _Gym("Ant-v5", "Ant-v5")
+    for variant in args.variants:
+        ant.run(4000)
+        res = e2e_rate(E2E[variant], args.iters)
+        ant.run(4000)
+        print(f"{variant:<36} {res['steps']:>8,} {res['steps_per_second']:>9,.0f} {ant.rate():>8,.0f} "
+              f"{res['steps_per_second'] / ant.rate():>6.2f} {res['subs_share']:>13.2f}", flush=True)
+    print(f"(targets, issue 12: batched env >= {ENV_TARGET}x its base env per core; MLSH >= {E2E_TARGET}x Ant-v5)")
+
+
+if __name__ == "__main__":
+    main()

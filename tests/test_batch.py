@@ -1,0 +1,179 @@
+"""Batched MuJoCo envs (envs/batch.py) against the per-env stack they stand in for: DummyVecEnv (mlsh's TaskVecEnv)
+over gym.make envs with TimeLimit and Monitor, the same seeds and actions."""
+
+import pickle
+
+import numpy as np
+import pytest
+from stable_baselines3.common.env_util import make_vec_env
+
+import envs  # noqa: F401
+from envs.batch import BatchInfos, MujocoBatchVecEnv
+from mlsh.config import ConfigError, validate
+from mlsh.groups import TaskVecEnv
+from tests.helpers import smoke_iterations
+
+# (env id, kwargs): short episodes so that every case crosses episode ends; posture resets every 7 steps where
+# the env has them; the obstacle course's monster zone moved onto the start, so that the monster moves
+CASES = {
+    "two_walk": ("mlsh/AntTwoWalk-v0", {"max_episode_steps": 50}),
+    "two_walk_progress": ("mlsh/AntTwoWalk-v0", {"max_episode_steps": 50, "reward": "progress",
+                                                 "relative_to_goal": True}),
+    "maze": ("mlsh/AntMaze-v0", {"max_episode_steps": 50, "posture_reset_interval": 7}),
+    "obstacle": ("mlsh/AntObstacle-v0", {"max_episode_steps": 60, "posture_reset_interval": 7,
+                                         "zone_center": (0.0, 2.0), "zone_radius": 5.0}),
+    "obstacle_dense": ("mlsh/AntObstacle-v0", {"max_episode_steps": 60, "reward": "dense"}),
+    "walk_crawl": ("mlsh/HumanoidWalkCrawl-v0", {"max_episode_steps": 60}),
+    "walk_crawl_backward": ("mlsh/HumanoidWalkCrawl-v0", {"max_episode_steps": 60, "crawl_direction": -1}),
+    "course": ("mlsh/HumanoidCourse-v0", {"max_episode_steps": 60, "course_switch_x": 0.05}),
+}
+
+
+def _pair(env_id, kwargs, n=4, seed=3):
+    ref = make_vec_env(env_id, n_envs=n, seed=seed, env_kwargs=kwargs, vec_env_cls=TaskVecEnv)
+    batch = MujocoBatchVecEnv(env_id, n, env_kwargs=kwargs)
+    batch.seed(seed)
+    return ref, batch
+
+
+def _comparable(info: dict) -> dict:
+    out = dict(info)
+    if "episode" in out:
+        out["episode"] = {k: v for k, v in out["episode"].items() if k != "t"}  # wall time
+    return out
+
+
+def _assert_same_info(a: dict, b: dict, where: str) -> None:
+    a, b = _comparable(a), _comparable(b)
+    assert a.keys() == b.keys(), where
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=f"{where}: info[{key!r}]")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_batched_and_per_env_give_identical_transitions(case):
+    env_id, kwargs = CASES[case]
+    ref, batch = _pair(env_id, kwargs)
+    np.testing.assert_array_equal(ref.reset(), batch.reset())
+    for i in range(4):
+        _assert_same_info(ref.reset_infos[i], batch.reset_infos[i], f"reset info {i}")
+    n_tasks = ref.get_attr("n_tasks")[0]
+    rng = np.random.default_rng(0)
+    done_steps, tasks_seen, monster_moved = 0, set(), False
+    for t in range(130):
+        if t == 30:  # a task group's new task: envs 1 and 2 reset with another task
+            new = {"task": (ref.reset_infos[1]["task"] + 1) % n_tasks}
+            np.testing.assert_array_equal(ref.reset_envs([1, 2], new), batch.reset_envs([1, 2], new))
+        actions = rng.uniform(-1.2, 1.2, (4, *ref.action_space.shape)).astype(np.float32)
+        obs, rewards, dones, infos = ref.step(actions)
+        b_obs, b_rewards, b_dones, b_infos = batch.step(actions)
+        np.testing.assert_array_equal(obs, b_obs, err_msg=f"step {t}: observations")
+        assert rewards.dtype == b_rewards.dtype == np.float32
+        np.testing.assert_array_equal(rewards, b_rewards, err_msg=f"step {t}: rewards")
+        np.testing.assert_array_equal(dones, b_dones, err_msg=f"step {t}: dones")
+        for i in range(4):
+            _assert_same_info(infos[i], b_infos[i], f"step {t}, env {i}")
+            tasks_seen.add(infos[i]["task"])
+        done_steps += int(dones.any())
+        if "obstacle" in case:
+            monster = batch.mocap_pos[:, batch.template._monster_mocap, :2]
+            monster_moved |= bool(np.any(monster != batch.template.zone_center))
+    assert done_steps >= 2  # episodes ended (time limits, or falls) and the envs were reset
+    assert tasks_seen == set(range(min(n_tasks, 2)))
+    if case == "obstacle":
+        assert monster_moved
+
+
+def test_batch_state_round_trip_continues_exactly():
+    env_id, kwargs = CASES["obstacle"]
+    batch = MujocoBatchVecEnv(env_id, 3, env_kwargs=kwargs)
+    batch.seed(0)
+    batch.reset()
+    rng = np.random.default_rng(1)
+    actions = rng.uniform(-1, 1, (80, 3, 8)).astype(np.float32)
+    for a in actions[:25]:
+        batch.step(a)
+    saved = pickle.loads(pickle.dumps(batch.get_state()))
+    first = [batch.step(a)[:3] for a in actions[25:]]  # crosses a posture reset and an episode end
+    other = MujocoBatchVecEnv(env_id, 3, env_kwargs=kwargs)
+    other.set_state(saved)
+    again = [other.step(a)[:3] for a in actions[25:]]
+    for x, y in zip(first, again, strict=True):
+        for u, v in zip(x, y, strict=True):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_batch_infos_are_built_on_access_kept_and_sliced():
+    infos = BatchInfos({"task": np.array([0, 1, 1]), "x": np.array([0.5, 1.5, 2.5])}, {2: {"extra": 7}}, 3)
+    assert len(infos) == 3 and infos[1] == {"task": 1, "x": 1.5} and type(infos[1]["task"]) is int
+    infos[2]["extra"] = 8  # a wrapper writes into an info (VecNormalize does, into terminal_observation)
+    tail = infos[1:]
+    assert len(tail) == 2 and tail[1] == {"task": 1, "x": 2.5, "extra": 8}
+    assert [i["task"] for i in infos] == [0, 1, 1]
+
+
+def test_bad_task_and_unsupported_calls_are_named():
+    batch = MujocoBatchVecEnv("mlsh/AntTwoWalk-v0", 2)
+    with pytest.raises(ValueError, match="task must be one of"):
+        batch.reset_envs([0], {"task": 5})
+    with pytest.raises(ValueError, match="task must be one of"):
+        batch.env_method("set_task", 2, indices=[1])
+    batch.env_method("set_task", 1, indices=[1])
+    batch.reset()
+    assert batch.get_attr("task") == [0, 1]
+    with pytest.raises(AttributeError, match="sim.get_data"):
+        batch.get_attr("data")
+    with pytest.raises(AttributeError, match="env_method"):
+        batch.env_method("render")
+    with pytest.raises(ValueError, match="no batched implementation"):
+        MujocoBatchVecEnv("mlsh/FourRooms-v0", 2)
+    with pytest.raises(ValueError, match="batch_threads"):
+        MujocoBatchVecEnv("mlsh/AntTwoWalk-v0", 2, nthread=0)
+
+
+def test_config_refuses_batched_for_an_env_without_a_batch(compose):
+    with pytest.raises(ConfigError, match="no batched implementation"):
+        validate(compose("env=four_rooms", "+env.batched=true"))
+    with pytest.raises(ConfigError, match="env.batched must be true or false"):
+        validate(compose("env=ant_two_walk", "env.batched=yes"))
+    with pytest.raises(ConfigError, match="env.batch_threads"):
+        validate(compose("env=ant_two_walk", "env.batch_threads=0"))
+
+
+SMALL_ANT = ["env=ant_two_walk", "macro_duration=20", "env.episode_steps=100", "+env.kwargs.max_episode_steps=100",
+             "schedule.rollout_steps=400", "schedule.n_groups=2", "schedule.stagger=wrapped", "schedule.n_tasks=4"]
+
+
+def test_a_run_is_the_same_batched_or_not(tmp_path):
+    """Same seed, two task groups, MLSH on AntTwoWalk: every metric and every sub-policy weight identical."""
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    timing = ("time", "second", "minute", "per_s", "fps")
+    runs = {}
+    for batched in ("true", "false"):
+        run_dir = tmp_path / f"batched_{batched}"
+        rows = smoke_iterations(run_dir, *SMALL_ANT, f"env.batched={batched}")
+        last = sorted((run_dir / "checkpoints").glob("task_*"))[-1]
+        params = [load_from_zip_file(last / f"sub{k}.zip")[1]["policy"] for k in range(2)]
+        runs[batched] = ([{k: v for k, v in r.items() if not any(t in k for t in timing)} for r in rows], params)
+    (rows_a, params_a), (rows_b, params_b) = runs["true"], runs["false"]
+    assert len(rows_a) >= 4 and rows_a == rows_b
+    for a, b in zip(params_a, params_b, strict=True):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert a[name].equal(b[name]), name
+
+
+def test_a_batched_run_killed_at_random_and_resumed_is_identical(tmp_path):
+    """The batch's state (every simulation's state row, generator, task and time step) is in the checkpoint."""
+    from tests.test_reliability import assert_same_run, finish, resume, start, wait_for_rows
+
+    small = [*SMALL_ANT, "schedule.n_tasks=10"]
+    code, out = finish(start(tmp_path / "full", *small))
+    assert code == 0, out[-3000:]
+    proc = start(tmp_path / "cut", *small)
+    wait_for_rows(tmp_path / "cut", 11, proc)  # inside the fourth task
+    proc.kill()
+    proc.communicate()
+    resume(tmp_path / "cut")
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
