@@ -5,16 +5,17 @@
 **Env rate** (random actions, uniform in the action space, one process): for each env, gymnasium's base env
 (``Ant-v5`` / ``Humanoid-v5``, one ``gym.make`` env as a user steps it), this project's per-env stack (``n`` envs,
 ``DummyVecEnv`` of ``gym.make`` envs, what ``env.batched=false`` builds), the batched env on 1 thread (per core)
-and on 2 threads, and the physics alone: a Python loop of ``mj_step`` over ``n`` ``MjData`` of the same model,
-nothing else (what no env of this model can beat on one core). The runners take turns in ``--rounds`` chunks, so
-that a background load hits all alike; a rate is total steps over total time.
+and on 2 threads. For the batched env, the share of its time spent inside MuJoCo's step call and the rate that
+call alone would give (``C step only``: no env of this model and physics can beat it on that many threads).
+The runners take turns in ``--rounds`` chunks, so that a background load hits all alike; a rate is total steps
+over total time.
 
 **End to end**: MLSH meta-training on AntTwoWalk with its config (the paper's N=200, W=20, U=40, this project's
 two task groups of 4 envs, 8000 steps per group and iteration): ``--iters`` iterations whose joint phases are those
 of the steady state of the two staggered groups (per 60-iteration cycle, 20 with both groups joint, 40 with one:
-the pattern both, first, second, repeated), every update included, for per-env stepping, the batched env on 1 and
-2 threads, and the batched env with the original's 15 sub-policy minibatches per epoch; against the rate of
-gymnasium's Ant-v5 measured in the same command.
+the pattern both, first, second, repeated), every update included: per-env stepping and the batched env with
+minibatches of 64 steps, then the batched env on 1 and 2 threads with the original's 15 minibatches per epoch
+(the config's default); against the rate of gymnasium's Ant-v5 measured in the same command.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import argparse
 import time
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
@@ -71,11 +71,22 @@ class _Gym(_Timed):
 
 
 class _Vec(_Timed):
-    """A VecEnv of ``n`` envs; ``run(n_steps)`` steps it ``n_steps / n`` times."""
+    """A VecEnv of ``n`` envs; ``run(n_steps)`` steps it ``n_steps / n`` times. For a batched env, the time spent
+    inside MuJoCo's step call (``sim_seconds``) is timed too."""
 
     def __init__(self, name: str, venv, seed: int = 0):
         super().__init__(name)
         self.venv, self.rng = venv, np.random.default_rng(seed)
+        self.sim_seconds = None
+        if isinstance(venv, MujocoBatchVecEnv):
+            self.sim_seconds, step = 0.0, venv.sim.step
+
+            def timed_step(*args, **kwargs):
+                start = time.perf_counter()
+                step(*args, **kwargs)
+                self.sim_seconds += time.perf_counter() - start
+
+            venv.sim.step = timed_step
         venv.seed(seed)
         venv.reset()
 
@@ -89,38 +100,6 @@ class _Vec(_Timed):
         self.steps += len(actions) * k
 
 
-class _Physics(_Timed):
-    """``mj_step`` (``frame_skip`` substeps) on ``n`` MjData of the env's model, controls set, nothing else."""
-
-    def __init__(self, name: str, env_id: str, n: int, seed: int = 0):
-        super().__init__(name)
-        env = gym.make(env_id).unwrapped
-        env.reset(seed=seed)
-        self.model, self.frame_skip = env.model, env.frame_skip
-        self.datas = []
-        for _ in range(n):
-            d = mujoco.MjData(self.model)
-            mujoco.mj_copyData(d, self.model, env.data)
-            self.datas.append(d)
-        self.rng, self.low, self.high = np.random.default_rng(seed), env.action_space.low, env.action_space.high
-        self.start = [(d.qpos.copy(), d.qvel.copy()) for d in self.datas]
-
-    def run(self, n: int) -> None:
-        k = len(self.datas)
-        actions = self.rng.uniform(self.low, self.high, (n // k, k, len(self.low)))
-        m, skip = self.model, self.frame_skip
-        start = time.perf_counter()
-        for a in actions:
-            for d, u in zip(self.datas, a, strict=True):
-                d.ctrl[:] = u
-                mujoco.mj_step(m, d, nstep=skip)
-        self.seconds += time.perf_counter() - start
-        self.steps += len(actions) * k
-        for d, (qpos, qvel) in zip(self.datas, self.start, strict=True):  # back to a standing start (falls add
-            d.qpos[:], d.qvel[:] = qpos, qvel  # contacts), outside the timing
-            mujoco.mj_forward(m, d)
-
-
 def env_rates(name: str, steps: int, rounds: int, n: int) -> list[_Timed]:
     env_id, base = ENVS[name]
     runners: list[_Timed] = [
@@ -128,7 +107,6 @@ def env_rates(name: str, steps: int, rounds: int, n: int) -> list[_Timed]:
         _Vec(f"per-env stack, {n} envs", make_vec_env(env_id, n_envs=n, vec_env_cls=TaskVecEnv)),
         _Vec(f"batched, {n} envs, 1 thread", MujocoBatchVecEnv(env_id, n, nthread=1)),
         _Vec(f"batched, {n} envs, 2 threads", MujocoBatchVecEnv(env_id, n, nthread=2)),
-        _Physics(f"physics alone, {n} MjData", env_id, n),
     ]
     chunk = max(n, steps // rounds // n * n)
     for r in range(rounds):
@@ -137,11 +115,11 @@ def env_rates(name: str, steps: int, rounds: int, n: int) -> list[_Timed]:
     return runners
 
 
-E2E = {  # variant: overrides of the ant_two_walk config
-    "per-env stack": ["env.batched=false"],
-    "batched, 1 thread": ["env.batch_threads=1"],
-    "batched, 2 threads": ["env.batch_threads=2"],
-    "batched, 1 thread, 15 minibatches": ["env.batch_threads=1", "algo.subpolicy.minibatches=15"],
+E2E = {  # variant: overrides of the ant_two_walk config (whose default is batched, 1 thread, 15 minibatches)
+    "per-env stack, minibatches of 64": ["env.batched=false", "algo.subpolicy.minibatches=null"],
+    "batched, 1 thread, minibatches of 64": ["env.batch_threads=1", "algo.subpolicy.minibatches=null"],
+    "batched, 1 thread, 15 minibatches": ["env.batch_threads=1"],
+    "batched, 2 threads, 15 minibatches": ["env.batch_threads=2"],
 }
 
 
@@ -195,12 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     th.set_num_threads(1)
     print(f"env step rate, random actions, one process ({args.steps} steps per runner in {args.rounds} "
           f"alternating rounds)")
-    print(f"{'env':<22} {'runner':<32} {'steps/s':>9} {'vs base':>8}")
+    print(f"{'env':<22} {'runner':<32} {'steps/s':>9} {'vs base':>8} {'in C step':>10} {'C step only':>12}")
     for name in args.envs:
         runners = env_rates(name, args.steps, args.rounds, args.n)
         base = runners[0].rate()
         for r in runners:
-            print(f"{name:<22} {r.name:<32} {r.rate():>9,.0f} {r.rate() / base:>8.2f}", flush=True)
+            line = f"{name:<22} {r.name:<32} {r.rate():>9,.0f} {r.rate() / base:>8.2f}"
+            if getattr(r, "sim_seconds", None):
+                line += f" {r.sim_seconds / r.seconds:>10.2f} {r.steps / r.sim_seconds:>12,.0f}"
+            print(line, flush=True)
     if not args.iters:
         return
     print(f"\nMLSH meta-training on ant_two_walk (N=200, W=20, U=40, 2 groups x 4 envs), {args.iters} iterations "
