@@ -260,9 +260,7 @@ class _AntTaskEnv(MujocoEnv, utils.EzPickle):
         if self.posture_reset_interval:
             ids = np.flatnonzero(t % self.posture_reset_interval == 0)
             for i in ids:
-                qpos, qvel = self._reset_state(venv.rngs[i])
-                qpos[:2] = venv.qpos[i, :2]
-                venv.qpos[i], venv.qvel[i] = qpos, qvel
+                venv.qpos[i], venv.qvel[i] = self._posture_state(venv.rngs[i], venv.qpos[i, :2])
             if len(ids):
                 venv.sim.forward(ids)
         info.update(task=task.copy(), x_position=venv.qpos[:, 0].copy(), y_position=venv.qpos[:, 1].copy())
@@ -291,9 +289,13 @@ class _AntTaskEnv(MujocoEnv, utils.EzPickle):
         Done after the step's reward, so the observation returned shows the new posture; the original did it at
         the start of the next step, after the policy had acted on the old observation.
         """
-        qpos, qvel = self._reset_state(self.np_random)
-        qpos[:2] = self.data.qpos[:2]
-        self.set_state(qpos, qvel)
+        self.set_state(*self._posture_state(self.np_random, self.data.qpos[:2]))
+
+    def _posture_state(self, rng: np.random.Generator, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A posture reset's (qpos, qvel): a reset's noise around the start posture, at the torso's ``xy``."""
+        qpos, qvel = self._reset_state(rng)
+        qpos[:2] = xy
+        return qpos, qvel
 
     def _apply_task(self) -> None:
         """Move the scenery for ``self.task`` (``data`` was just reset)."""

@@ -163,6 +163,7 @@ class _HumanoidSlabEnv(MujocoEnv, utils.EzPickle):
         self.observation_space = Box(-np.inf, np.inf, shape=(obs_size,), dtype=np.float64)
         self.task = self._default_task
         self._episode_task = self._default_task
+        self.mode = WALK  # the reward's task in the course (walk until the switch point); unused by Walk/Crawl
 
     def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
         model = build_model(self.slab_half_extents, self._floor_half_size)
@@ -209,9 +210,6 @@ class _HumanoidSlabEnv(MujocoEnv, utils.EzPickle):
     def _slab_centre(self, x_range: tuple[float, float], y: float) -> tuple[float, float, float]:
         return (0.5 * (x_range[0] + x_range[1]), y, self.slab_bottom + self.slab_half_extents[2])
 
-    def _place_slab(self, x_range: tuple[float, float], y: float) -> None:
-        self.data.mocap_pos[self._slab_mocap] = self._slab_centre(x_range, y)
-
     # -- dynamics, on rows of envs (one row here, many in envs.batch.MujocoBatchVecEnv) ---------------------------
     def _com_x(self) -> float:
         return float(self._com_x_rows(self.data.xipos[None])[0])
@@ -229,18 +227,9 @@ class _HumanoidSlabEnv(MujocoEnv, utils.EzPickle):
         return np.concatenate((qpos[:, 2:], qvel, cinert[:, b].reshape(n, -1), cvel[:, b].reshape(n, -1),
                                qfrc_actuator[:, 6:], cfrc_ext[:, b].reshape(n, -1)), axis=1)
 
-    def _is_healthy(self) -> bool:
-        lo, hi = self.healthy_z_range
-        return bool(lo < self.data.qpos[2] < hi)
-
-    def _reward(self, task: int, velocity: float) -> tuple[float, bool, dict[str, float]]:
-        """Reward, termination and reward terms of ``task`` for a step whose CoM moved ``velocity`` (Δx/timestep)."""
-        d = self.data
-        rewards, terminated, terms = self._reward_rows(np.array([task]), np.array([velocity]), d.qpos[None],
-                                                       d.ctrl[None], d.cfrc_ext[None])
-        return float(rewards[0]), bool(terminated[0]), {key: float(value[0]) for key, value in terms.items()}
-
     def _reward_rows(self, task, velocity, qpos, ctrl, cfrc_ext):
+        """Rewards, terminations and reward terms of ``task`` per env, for a step whose CoM moved ``velocity``
+        (Δx / timestep)."""
         n = len(task)
         ctrl_cost = self.ctrl_cost_weight * np.sum(np.square(ctrl), axis=1)
         contact = np.sum(np.square(cfrc_ext[:, self._bodies]).reshape(n, -1), axis=1)
@@ -254,6 +243,23 @@ class _HumanoidSlabEnv(MujocoEnv, utils.EzPickle):
         terms = {"reward_forward": forward, "reward_survive": survive, "reward_ctrl": -ctrl_cost,
                  "reward_contact": -contact_cost}
         return forward + survive - ctrl_cost - contact_cost, terminated, terms
+
+    def step(self, action):
+        """One env's step through the row methods that ``batch_step`` runs on many: the task (Walk/Crawl) or the
+        mode (the course) decides the reward."""
+        x_before = self._com_x()
+        self.do_simulation(action, self.frame_skip)
+        displacement = self._com_x() - x_before
+        d, rows = self.data, {"task": np.array([self._episode_task]), "mode": np.array([self.mode])}
+        mode = self._mode_rows(rows, d.qpos[None])
+        self.mode = int(rows["mode"][0])
+        rewards, terminated, terms = self._reward_rows(mode, np.array([displacement * self._displacement_scale]),
+                                                       d.qpos[None], d.ctrl[None], d.cfrc_ext[None])
+        terms.update(self._step_info_rows(rows, d.qpos[None], np.array([displacement])))
+        info = {key: value[0].item() for key, value in terms.items()}
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), float(rewards[0]), bool(terminated[0]), False, info
 
     def _reset_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         noise = self.reset_noise_scale
@@ -392,17 +398,6 @@ class HumanoidWalkCrawlEnv(_HumanoidSlabEnv):
     def _step_info_rows(self, rows, qpos, displacement):
         return {"task": rows["task"].copy(), "x_position": qpos[:, 0].copy(), "x_velocity": displacement / self.dt}
 
-    def step(self, action):
-        x_before = self._com_x()
-        self.do_simulation(action, self.frame_skip)
-        displacement = self._com_x() - x_before
-        velocity = displacement * self._displacement_scale
-        reward, terminated, info = self._reward(self._episode_task, velocity)
-        info.update(task=self._episode_task, x_position=float(self.data.qpos[0]), x_velocity=displacement / self.dt)
-        if self.render_mode == "human":
-            self.render()
-        return self._get_obs(), reward, terminated, False, info
-
     def _get_reset_info(self) -> dict[str, Any]:
         return self._reset_info_of(self._episode_task, WALK, float(self.data.qpos[0]))
 
@@ -472,20 +467,6 @@ class HumanoidCourseEnv(_HumanoidSlabEnv):
     def _step_info_rows(self, rows, qpos, displacement):
         return {"task": rows["task"].copy(), "mode": rows["mode"].copy(), "x_position": qpos[:, 0].copy(),
                 "x_velocity": displacement / self.dt}
-
-    def step(self, action):
-        x_before = self._com_x()
-        self.do_simulation(action, self.frame_skip)
-        displacement = self._com_x() - x_before
-        velocity = displacement * self._displacement_scale
-        if self.mode == WALK and self.data.qpos[0] > self.course_switch_x:
-            self.mode = CRAWL
-        reward, terminated, info = self._reward(self.mode, velocity)
-        info.update(task=self._episode_task, mode=self.mode, x_position=float(self.data.qpos[0]),
-                    x_velocity=displacement / self.dt)
-        if self.render_mode == "human":
-            self.render()
-        return self._get_obs(), reward, terminated, False, info
 
     def _get_reset_info(self) -> dict[str, Any]:
         return self._reset_info_of(self._episode_task, self.mode, float(self.data.qpos[0]))
