@@ -1,7 +1,7 @@
 """Task groups: G groups side by side, each with its own task, its own master and its own ``n_envs`` envs.
 
 All envs of all groups live in one ``VecEnv`` (group g owns envs ``g * n_envs ... (g + 1) * n_envs - 1``), so
-that one env step and one sub-policy forward serve every group. A group's task switch resets only its
+that one env step and one forward per active sub-policy serve every group. A group's task switch resets only its
 own envs (``reset_envs``), through every wrapper of the stack:
 
     TaskVecEnv (DummyVecEnv)  ->  TaskVecNormalize (optional)  ->  EpisodeStats  ->  SubPolicySelectionVecEnv

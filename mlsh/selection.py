@@ -1,8 +1,7 @@
 """The master's environment: a ``VecEnvWrapper`` whose action picks one of K sub-policies for N primitive steps.
 
 One master step runs the chosen sub-policy of every env for ``macro_duration`` primitive steps on the whole batch
-(one forward pass per primitive step: the active sub-policies' weights stacked, ``inference.StackedSampler``, or
-one pass of the one active sub-policy), returns the sum of the N rewards, and records every
+(one forward pass per active sub-policy per primitive step), returns the sum of the N rewards, and records every
 primitive transition for the sub-policy learner (``pop_trajectory``).
 
 Episodes that end inside a macro step: the wrapped ``VecEnv`` resets that env at once (SB3 semantics); the master
@@ -21,7 +20,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from mlsh.inference import StackedSampler, sample
+from mlsh.inference import sample
 from mlsh.sb3_adapter import action_dim
 
 
@@ -58,8 +57,6 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
             raise ValueError("need at least one sub-policy")
         super().__init__(venv, observation_space=venv.observation_space, action_space=spaces.Discrete(len(subpolicies)))
         self.subpolicies = subpolicies
-        # one forward for all sub-policies per primitive step where their architecture allows it
-        self._stacked = StackedSampler(subpolicies) if StackedSampler.supports(subpolicies) else None
         self.macro_duration = int(macro_duration)
         self.gamma = float(gamma)
         self.record = record
@@ -155,12 +152,7 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         actions = np.empty((self.num_envs, self._adim), dtype=np.float32 if self._box else np.int64)
         values = np.empty(self.num_envs, dtype=np.float32)
         log_probs = np.empty(self.num_envs, dtype=np.float32)
-        groups = list(self._groups(choices))
-        if self._stacked is not None and len(groups) > 1:
-            a, v, lp = self._stacked.sample(obs_t, choices, groups)
-            return (a.numpy().reshape(self.num_envs, self._adim).astype(actions.dtype, copy=False),
-                    v.numpy().reshape(-1).astype(np.float32, copy=False), lp.numpy().astype(np.float32, copy=False))
-        for k, idx in groups:
+        for k, idx in self._groups(choices):
             a, v, lp = sample(self.subpolicies[k], obs_t[idx])
             actions[idx] = a.numpy().reshape(-1, self._adim)
             values[idx] = v.numpy().reshape(-1)

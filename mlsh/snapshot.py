@@ -37,9 +37,8 @@ FORMAT = 1
 MODEL_LIVE = ("num_timesteps", "_n_updates", "_last_obs", "_last_episode_starts", "_last_original_obs",
               "_current_progress_remaining", "_episode_num", "_num_timesteps_at_start", "_total_timesteps",
               "ep_info_buffer", "ep_success_buffer")
-# references to other layers, models or static parts, never captured (``_stacked``: the selection wrapper's copy of
-# the sub-policies' weights, rebuilt from the live policies; restored, it would hold a stale copy of them)
-_SKIP = {"env", "venv", "envs", "subpolicies", "_stacked", "model", "mujoco_renderer", "spec", "_cached_spec",
+# references to other layers, models or static parts, never captured
+_SKIP = {"env", "venv", "envs", "subpolicies", "model", "mujoco_renderer", "spec", "_cached_spec",
          "metadata", "_metadata", "observation_space", "action_space", "_observation_space", "_action_space",
          "_ezpickle_args", "_ezpickle_kwargs", "render_mode", "class_attributes"}
 

@@ -163,7 +163,8 @@ def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--envs", nargs="+", default=["ant_two_walk", "humanoid_walk_crawl"], choices=list(ENVS))
+    parser.add_argument("--envs", nargs="*", default=["ant_two_walk", "humanoid_walk_crawl"], choices=list(ENVS),
+                        help="envs of the env-rate table (none: skip it)")
     parser.add_argument("--steps", type=int, default=6400, help="timed steps per runner and env")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--n", type=int, default=16, help="envs of the vectorised runners")
