@@ -188,8 +188,13 @@ class FourRoomsEnv(gym.Env):
         return self._obs(), reward, False, False, {"task": self.task}
 
     def _obs(self) -> np.ndarray:
+        return self.obs_at(self.cell)
+
+    @staticmethod
+    def obs_at(cell: int) -> np.ndarray:
+        """The observation of the agent in free cell ``cell`` (one-hot)."""
         obs = np.zeros(N_CELLS, dtype=np.float32)
-        obs[self.cell] = 1.0
+        obs[cell] = 1.0
         return obs
 
     @property

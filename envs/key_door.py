@@ -103,8 +103,12 @@ class KeyDoorEnv(gym.Env):
         return self._obs(), reward, False, False, {"task": self.task}
 
     def _obs(self) -> np.ndarray:
-        coords = np.concatenate([self.agent, self.points.ravel()]) / self.scale
-        return np.append(coords, float(self.has_key)).astype(np.float32)
+        return self.obs_at(self.agent, self.has_key)
+
+    def obs_at(self, agent, has_key: bool) -> np.ndarray:
+        """The observation with the agent at ``agent``, holding the key or not, and the current doors and key."""
+        coords = np.concatenate([np.asarray(agent, dtype=np.float64), self.points.ravel()]) / self.scale
+        return np.append(coords, float(has_key)).astype(np.float32)
 
     def render(self):
         if self.render_mode != "rgb_array":

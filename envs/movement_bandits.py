@@ -75,7 +75,12 @@ class MovementBanditsEnv(gym.Env):
         return self._obs(), reward, False, False, {"task": self.task}
 
     def _obs(self) -> np.ndarray:
-        return (np.concatenate([self.agent, self.goals.ravel()]) / self.scale).astype(np.float32)
+        return self.obs_at(self.agent)
+
+    def obs_at(self, agent) -> np.ndarray:
+        """The observation with the agent at ``agent`` and the current goals (for maps of what a policy does)."""
+        return (np.concatenate([np.asarray(agent, dtype=np.float64), self.goals.ravel()]) / self.scale
+                ).astype(np.float32)
 
     def render(self):
         """Top view of [-200, 600]^2: the goal arena [0, 400]^2 in grey, the correct goal green with its reward

@@ -80,6 +80,18 @@ def _batched(cfg: DictConfig) -> None:
                               f"have one); set env.batched=false")
 
 
+def _media(cfg: DictConfig) -> None:
+    """``media``: the sub-policy maps and the episode video (``mlsh.media``); run folders from before lack keys."""
+    media = cfg.get("media") or {}
+    for key, minimum in (("maps_every", 0), ("video_size", 32), ("video_every", 1)):
+        if key in media:
+            _int(cfg, f"media.{key}", minimum)
+    if "video" in media and not isinstance(media.video, bool):
+        raise ConfigError(f"media.video must be true or false, got {media.video!r}")
+    if media.get("video_steps") is not None:
+        _int(cfg, "media.video_steps", 1)
+
+
 def env_spaces(observation_space, action_space) -> dict[str, str]:
     """What a checkpoint's policies need of an env: its observation shape and its action space."""
     return {"observation": str(tuple(observation_space.shape)), "action": str(action_space)}
@@ -194,6 +206,7 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
             _ppo(cfg, section + ".ppo")
     _env_kwargs(cfg)
     _batched(cfg)
+    _media(cfg)
     _distributed(cfg, processes)
     if cfg.get("init_from"):
         _init_from(cfg)

@@ -1,8 +1,10 @@
 """Pictures of the task distributions: ``python -m mlsh.gallery [--out envs/gallery] [--run <run dir>]``.
 
-Writes one rendered PNG per registered ``mlsh/*`` env (a sampled task, a few random steps in) and a short GIF of a
-policy acting: with ``--run``, the run's last master and its sub-policies on the run's last task (the frame
-caption names the active sub-policy); without, uniformly random actions on ``--video-env``.
+Without ``--run``: one rendered PNG per registered ``mlsh/*`` env (a sampled task, a few random steps in) and a
+short GIF of uniformly random actions on ``--video-env``. With ``--run <run dir>``: what training writes at its end,
+again from the run's latest good checkpoint, into the run folder: the sub-policy maps (``maps/*_latest.png``) and
+an episode of group 0's master over the sub-policies on its task (``video.gif``; the border's colour and the caption
+name the active sub-policy).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from envs import ENVS  # noqa: E402
+from mlsh import media  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +44,7 @@ def _caption(frame: np.ndarray, text: str, size: int) -> Image.Image:
     return image
 
 
-def _obs_filter(ckpt: Path):
+def _obs_filter(ckpt: Path):  # used by mlsh.media.load_hierarchy
     """The run's observation filter (``env.normalize_obs``) as a function, identity if it had none."""
     from mlsh.learners import OBS_STATS
 
@@ -55,9 +58,10 @@ def _obs_filter(ckpt: Path):
 
 
 def policy_video(out: Path, size: int, steps: int, run_dir: Path | None, env_id: str) -> Path:
-    """A GIF of one episode (at most ``steps`` steps)."""
-    frames = []
+    """A GIF of one episode (at most ``steps`` steps): a run's hierarchy (``mlsh.media.episode_video``: the
+    border and caption name the active sub-policy), or uniformly random actions on ``env_id``."""
     if run_dir is None:
+        frames = []
         env = gym.make(env_id, render_mode="rgb_array")
         env.reset(seed=0, options={"task": env.unwrapped.sample_task(np.random.default_rng(0))})
         env.action_space.seed(0)
@@ -66,39 +70,21 @@ def policy_video(out: Path, size: int, steps: int, run_dir: Path | None, env_id:
             frames.append(_caption(env.render(), f"random policy, step {t}", size))
             if terminated or truncated:
                 break
-        name = env_id.split("/")[-1]
-    else:
-        from stable_baselines3 import PPO
+        env.close()
+        return media.write_gif(frames, out / f"{env_id.split('/')[-1]}.gif", fps=16)
+    h, _ = media.load_hierarchy(run_dir)
+    frames, _, _ = media.episode_video(h, size, steps, every=int(h.cfg.get("media", {}).get("video_every", 1)))
+    return media.write_gif(frames, out / f"{h.cfg.env.id.split('/')[-1]}_mlsh.gif")
 
-        from mlsh import checkpoint
-        from mlsh.evaluate import load_run_config
-        from mlsh.master import MasterPolicy  # noqa: F401  (unpickled by PPO.load)
 
-        cfg = load_run_config(run_dir)
-        ckpt = checkpoint.latest(run_dir)
-        state = checkpoint.read_state(ckpt)
-        subs = [PPO.load(ckpt / f"sub{k}.zip", device="cpu") for k in range(cfg.n_subpolicies)]
-        # the first group's master and task (older checkpoints of one group: master.zip and "task")
-        master = PPO.load(ckpt / ("master_g0.zip" if (ckpt / "master_g0.zip").exists() else "master.zip"),
-                          device="cpu")
-        task = checkpoint.group_task(state)
-        env = gym.make(cfg.env.id, render_mode="rgb_array", **cfg.env.get("kwargs", {}))
-        normalize = _obs_filter(ckpt)
-        obs, _ = env.reset(seed=0, options={"task": task})
-        k = 0
-        for t in range(steps):
-            if t % cfg.macro_duration == 0:
-                k = int(master.predict(normalize(obs), deterministic=False)[0])
-            action, _ = subs[k].predict(normalize(obs), deterministic=False)
-            obs, _, terminated, truncated, _ = env.step(action)
-            frames.append(_caption(env.render(), f"task {task}  sub-policy {k}  step {t}", size))
-            if terminated or truncated:
-                break
-        name = cfg.env.id.split("/")[-1] + "_mlsh"
-    env.close()
-    path = out / f"{name}.gif"
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=60, loop=0)
-    return path
+def run_media(run_dir: Path, size: int, steps: int | None) -> list[Path]:
+    """What training writes into a run folder, drawn again from its latest good checkpoint: the maps
+    (``maps/<kind>_latest.png``) and the episode video (``video.gif``)."""
+    h, state = media.load_hierarchy(run_dir)
+    title = f"{Path(run_dir).name}: step {int(state['global_step']):,}, {state.get('tasks_done', '?')} tasks"
+    paths = list(media.write_maps(h, Path(run_dir) / "maps", "latest", title).values())
+    frames, _, _ = media.episode_video(h, size, steps, every=int(h.cfg.get("media", {}).get("video_every", 1)))
+    return [*paths, media.write_gif(frames, Path(run_dir) / "video.gif")]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,11 +92,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "envs" / "gallery", help="folder for the stills")
     parser.add_argument("--video-out", type=Path, default=ROOT / "outputs" / "gallery", help="folder for the GIF")
     parser.add_argument("--size", type=int, default=240, help="picture width and height in pixels")
-    parser.add_argument("--run", type=Path, default=None, help="a run folder whose policy the GIF shows")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a run folder: write its maps and its episode video into it (as training does), only")
     parser.add_argument("--video-env", default="mlsh/MovementBandits-v0", help="env of the GIF without --run")
-    parser.add_argument("--steps", type=int, default=200, help="at most this many steps in the GIF")
+    parser.add_argument("--steps", type=int, default=None, help="at most this many steps in the GIF (default: "
+                        "an episode, 200 steps for random actions)")
     parser.add_argument("--only", default="", help="only envs whose id contains this")
     args = parser.parse_args(argv)
+    if args.run is not None:
+        try:
+            for path in run_media(args.run, args.size, args.steps):
+                print(f"wrote {path}")
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"error: {err}") from None
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     args.video_out.mkdir(parents=True, exist_ok=True)
     for env_id in ENVS:
@@ -118,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             path = args.out / f"{env_id.split('/')[-1]}.png"
             still(env_id, args.size).save(path, optimize=True)
             print(f"wrote {path}")
-    print(f"wrote {policy_video(args.video_out, args.size, args.steps, args.run, args.video_env)}")
+    print(f"wrote {policy_video(args.video_out, args.size, args.steps or 200, None, args.video_env)}")
 
 
 if __name__ == "__main__":

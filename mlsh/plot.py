@@ -1,18 +1,27 @@
-"""Comparison figures: ``python -m mlsh.plot <run dir> [<run dir> ...] [--out comparison.png]``.
+"""Comparison figures and seed studies: ``python -m mlsh.plot <run dir or sweep dir> ... [--out comparison.png]``.
 
-Left: the training curve of each run (mean episode return per iteration, smoothed, against primitive env steps).
-Right: the held-out transfer curve of each run that has an ``eval.json`` (``python -m mlsh.evaluate``).
+Runs are grouped by their config apart from the seed (a Hydra multirun over seeds is one group; runs of another
+algorithm or K are others), each group labelled by the values that tell it from the others. Left: each group's
+training curve (mean episode return per iteration, smoothed, against primitive env steps); right: its held-out
+transfer curve (``eval.json`` from ``python -m mlsh.evaluate``); a line is the mean over the group's seeds and the
+band its 95% bootstrap confidence interval (resampling seeds). The table (printed, and ``<out>.json``) gives per
+group the interquartile mean of the held-out return after the last update over every seed and held-out task with
+its 95% stratified-bootstrap interval (rliable), and for every two groups the probability that one improves on
+the other.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from mlsh.runlog import read_metrics
+
+REPS = 2000  # bootstrap resamples
 
 
 def _label(run_dir: Path) -> str:
@@ -33,38 +42,168 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(values, kernel, mode="valid")
 
 
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run folders among ``paths``: each path itself if it holds ``metrics.jsonl``, else the run folders below it
+    (a sweep folder)."""
+    runs = []
+    for path in paths:
+        path = Path(path)
+        if (path / "metrics.jsonl").exists():
+            runs.append(path)
+            continue
+        found = sorted(p.parent for p in path.glob("**/metrics.jsonl") if (p.parent / ".hydra").exists())
+        if not found:
+            raise FileNotFoundError(f"{path} is no run folder and holds none (no metrics.jsonl)")
+        runs.extend(found)
+    return runs
+
+
+def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    """The runs grouped by their config apart from the seed, as {label: run folders}; the label names the config
+    values in which the groups differ (``algo.name=mlsh n_subpolicies=3``), else the algorithm and env."""
+    from mlsh.evaluate import load_run_config
+    from mlsh.train import run_config
+
+    configs, keys = {}, {}
+    for d in run_dirs:
+        flat = {k: v for k, v in run_config(load_run_config(d)).items() if k != "seed"}
+        key = json.dumps(flat, sort_keys=True, default=str)
+        configs[key] = flat
+        keys.setdefault(key, []).append(Path(d))
+    differ = sorted(k for k in set().union(*configs.values())
+                    if len({json.dumps(c.get(k), default=str) for c in configs.values()}) > 1)
+    if "algo.name" in differ:  # the algorithm's own settings follow from its name
+        differ = ["algo.name"] + [k for k in differ if not k.startswith("algo.")]
+    first = ("algo.name", "env.name", "n_subpolicies", "macro_duration")
+    shown = sorted(differ, key=lambda k: (first.index(k) if k in first else len(first), k))[:4]
+    groups = {}
+    for key, dirs in keys.items():
+        c = configs[key]
+        label = " ".join(f"{k}={c.get(k)}" for k in shown) if shown else f"{c.get('algo.name')} {c.get('env.name')}"
+        groups[label] = dirs
+    return groups
+
+
+def bootstrap_band(curves: np.ndarray, ci: float = 0.95, reps: int = REPS, seed: int = 0,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over runs (rows) of ``curves`` and the ``ci`` percentile bootstrap interval of that mean, resampling
+    runs with replacement; NaN entries (a run that ended earlier) are left out of each resample's mean."""
+    curves = np.atleast_2d(np.asarray(curves, dtype=float))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(len(curves), size=(reps, len(curves)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a grid point that no resampled run covers: NaN
+        means = np.nanmean(curves[picks], axis=1)  # (reps, T)
+        lo, hi = np.nanpercentile(means, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
+        return np.nanmean(curves, axis=0), lo, hi
+
+
+def _training_curves(dirs: list[Path], window: int, points: int = 200) -> tuple[np.ndarray, np.ndarray] | None:
+    """The runs' smoothed training returns on one grid of global steps (NaN past a run's end)."""
+    series = []
+    for d in dirs:
+        rows = [r for r in read_metrics(d) if r.get("episode_return") is not None]
+        if rows:
+            steps = np.array([r["global_step"] for r in rows], dtype=float)
+            y = smooth(np.array([r["episode_return"] for r in rows], dtype=float), window)
+            series.append((steps[len(steps) - len(y):], y))
+    if not series:
+        return None
+    grid = np.linspace(min(s[0][0] for s in series), max(s[0][-1] for s in series), points)
+    return grid, np.stack([np.interp(grid, x, y, left=np.nan, right=np.nan) for x, y in series])
+
+
+def _evals(dirs: list[Path]) -> list[dict]:
+    return [json.loads((d / "eval.json").read_text()) for d in dirs if (d / "eval.json").exists()]
+
+
+def summary_table(groups: dict[str, list[Path]], reps: int = REPS, seed: int = 0) -> dict:
+    """Per group with held-out results: seeds, mean, interquartile mean of the return after the last update over
+    every seed x held-out task and its 95% interval (rliable, stratified bootstrap over seeds); and for every
+    ordered pair of such groups with as many held-out tasks, P(group a improves on group b) with its interval."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+    scores = {}
+    for label, dirs in groups.items():
+        evals = _evals(dirs)
+        if evals:
+            lengths = {len(e["per_task"]) for e in evals}
+            if len(lengths) > 1:
+                raise ValueError(f"group {label!r}: eval.json files with different numbers of held-out tasks "
+                                 f"{sorted(lengths)}: evaluate every seed with the same --tasks")
+            scores[label] = np.array([[curve[-1] for curve in e["per_task"]] for e in evals], dtype=float)
+    rows = {}
+    for label, sc in scores.items():
+        point, interval = rly.get_interval_estimates(
+            {label: sc}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
+            random_state=np.random.RandomState(seed))
+        rows[label] = {"seeds": len(sc), "tasks": sc.shape[1], "mean": float(sc.mean()),
+                       "per_seed_mean": sc.mean(axis=1).round(3).tolist(), "iqm": float(point[label][0]),
+                       "iqm_ci": [float(interval[label][0, 0]), float(interval[label][1, 0])]}
+    improve = {}
+    for a in scores:
+        for b in scores:
+            if a != b and scores[a].shape[1] == scores[b].shape[1]:
+                name = f"{a} > {b}"
+                point, interval = rly.get_interval_estimates(
+                    {name: (scores[a], scores[b])}, metrics.probability_of_improvement, reps=reps,
+                    random_state=np.random.RandomState(seed))
+                improve[name] = {"p": float(point[name]),
+                                 "ci": [float(interval[name][0].item()), float(interval[name][1].item())]}
+    return {"groups": rows, "probability_of_improvement": improve}
+
+
+def format_table(table: dict) -> str:
+    lines = [f"{'group':<40} {'seeds':>5} {'tasks':>5} {'mean':>7} {'IQM':>7}  95% CI          per-seed mean"]
+    for label, r in table["groups"].items():
+        lo, hi = r["iqm_ci"]
+        lines.append(f"{label[:40]:<40} {r['seeds']:>5} {r['tasks']:>5} {r['mean']:>7.2f} {r['iqm']:>7.2f}  "
+                     f"[{lo:6.2f}, {hi:6.2f}]  " + " ".join(f"{v:.1f}" for v in r["per_seed_mean"]))
+    for name, r in table["probability_of_improvement"].items():
+        lines.append(f"P({name}) = {r['p']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]")
+    return "\n".join(lines)
+
+
 def plot_runs(run_dirs: list[Path], out: Path, window: int = 20) -> Path:
+    """The figure of the module docstring for ``run_dirs`` (run or sweep folders), written to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    evals = [(d, json.loads((d / "eval.json").read_text())) for d in run_dirs if (d / "eval.json").exists()]
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(12 if evals else 6, 4), squeeze=False)
+    groups = group_runs(find_runs(run_dirs))
+    with_eval = {label: _evals(dirs) for label, dirs in groups.items() if _evals(dirs)}
+    fig, axes = plt.subplots(1, 2 if with_eval else 1, figsize=(12 if with_eval else 6, 4.2), squeeze=False)
     ax = axes[0, 0]
-    for d in run_dirs:
-        rows = [r for r in read_metrics(d) if r.get("episode_return") is not None]
-        if not rows:
+    for i, (label, dirs) in enumerate(groups.items()):
+        curves = _training_curves(dirs, window)
+        if curves is None:
             continue
-        steps = np.array([r["global_step"] for r in rows], dtype=float)
-        ret = np.array([r["episode_return"] for r in rows], dtype=float)
-        y = smooth(ret, window)
-        ax.plot(steps[len(steps) - len(y):], y, label=_label(d))
+        grid, ys = curves
+        mean, lo, hi = bootstrap_band(ys)
+        ax.plot(grid, mean, color=f"C{i}", label=f"{label} ({len(dirs)} seed{'s' if len(dirs) > 1 else ''})")
+        if len(dirs) > 1:
+            ax.fill_between(grid, lo, hi, color=f"C{i}", alpha=0.2)
     ax.set_xlabel("primitive env steps")
     ax.set_ylabel(f"mean episode return (moving average of {window} iterations)")
-    ax.set_title("meta-training")
+    ax.set_title("meta-training: mean over seeds, 95% bootstrap CI")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if evals:
+    if with_eval:
         ax = axes[0, 1]
-        for d, res in evals:
-            x, mean = np.asarray(res["updates"]), np.asarray(res["mean_return"])
-            sem = np.asarray(res["std_return"]) / np.sqrt(res["n_tasks"])
-            ax.plot(x, mean, marker="o", ms=3, label=_label(d))
-            ax.fill_between(x, mean - sem, mean + sem, alpha=0.2)
+        for label, evals in with_eval.items():
+            n = min(len(e["mean_return"]) for e in evals)
+            x = np.asarray(evals[0]["updates"][:n])
+            mean, lo, hi = bootstrap_band(np.stack([e["mean_return"][:n] for e in evals]))
+            ax.plot(x, mean, marker="o", ms=3, color=f"C{list(groups).index(label)}",
+                    label=f"{label} ({len(evals)} seed{'s' if len(evals) > 1 else ''})")
+            if len(evals) > 1:
+                ax.fill_between(x, lo, hi, color=f"C{list(groups).index(label)}", alpha=0.2)
         ax.set_xlabel("master updates (policy updates for the baselines)")
         ax.set_ylabel("mean episode return on held-out tasks")
-        ax.set_title("transfer")
+        ax.set_title("transfer: mean over seeds, 95% bootstrap CI")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -75,15 +214,21 @@ def plot_runs(run_dirs: list[Path], out: Path, window: int = 20) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlsh.plot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dirs", type=Path, nargs="+")
+    parser.add_argument("run_dirs", type=Path, nargs="+", help="run folders, or sweep folders holding them")
     parser.add_argument("--out", type=Path, default=Path("comparison.png"))
     parser.add_argument("--window", type=int, default=20, help="moving-average window in iterations")
     args = parser.parse_args(argv)
     try:
         out = plot_runs(args.run_dirs, args.out, args.window)
+        table = summary_table(group_runs(find_runs(args.run_dirs)))
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     print(f"wrote {out}")
+    if table["groups"]:
+        print(format_table(table))
+        path = args.out.with_suffix(".json")
+        path.write_text(json.dumps(table, indent=2))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -85,9 +85,10 @@ def wandb_reachable(timeout: float = CONNECT_TIMEOUT_S) -> bool:
         return False
 
 
-def wandb_local_history(run_dir: Path, run_id: str | None = None) -> list[dict[str, Any]]:
+def wandb_local_history(run_dir: Path, run_id: str | None = None, media: bool = False) -> list[dict[str, Any]]:
     """The history rows that W&B's service wrote to the run folder's ``.wandb`` logs (every run, or run
-    ``run_id``; offline and online runs keep this log), in order. A minimal reader of that record log: a 7-byte
+    ``run_id``; offline and online runs keep this log), in order; the rows of images and videos
+    (``RunLogger.log_media``) only with ``media``. A minimal reader of that record log: a 7-byte
     header, then 32 KiB blocks of records with a 7-byte header (CRC, little-endian length, type 1 full, 2 first,
     3 middle, 4 last). A torn last record is ignored."""
     from wandb.proto import wandb_internal_pb2 as pb
@@ -111,8 +112,10 @@ def wandb_local_history(run_dir: Path, run_id: str | None = None) -> list[dict[s
                 record.ParseFromString(b"".join(chunks))
                 chunks = []
                 if record.WhichOneof("record_type") == "history":
-                    rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                                 for i in record.history.item})
+                    row = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item}
+                    # a logged image or video is stored as its fields: <key>/_type, <key>/path, ...
+                    if media or not any(k == "_type" or k.endswith("/_type") for k in row):
+                        rows.append(row)
     return rows
 
 
@@ -249,12 +252,15 @@ class RunLogger:
             except Exception as err:  # noqa: BLE001
                 self._wandb_failed(err)
 
-    def log_image(self, key: str, path: Path, step: int) -> None:
+    def log_media(self, key: str, path: Path, step: int, video: bool = False) -> None:
+        """An image (PNG) or a video (GIF) file to W&B at ``step`` of the global step axis; the run folder keeps the
+        file. Media rows are not metrics rows: resume's count of the rows W&B holds skips them."""
         if self.wandb is not None:
             import wandb
 
             try:
-                self.wandb.log({key: wandb.Image(str(path)), "global_step": int(step)})
+                item = wandb.Video(str(path)) if video else wandb.Image(str(path))
+                self.wandb.log({key: item, "global_step": int(step)})
             except Exception as err:  # noqa: BLE001
                 self._wandb_failed(err)
 

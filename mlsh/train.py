@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.utils import set_random_seed
 from tqdm import tqdm
 
-from mlsh import checkpoint, distributed, faults, snapshot
+from mlsh import checkpoint, distributed, faults, media, snapshot
 from mlsh.config import env_spaces, validate
 from mlsh.groups import GroupClock, stagger
 from mlsh.learners import make_learner, make_task_env, normalizer, sample_task, task_rng
@@ -41,7 +41,7 @@ def setup_torch(cfg: DictConfig, rank: int = 0) -> None:
 
 
 # values a resumed run may change: its budget and how it reports
-RESUMABLE_CHANGES = ("schedule.n_tasks", "schedule.max_minutes", "progress_bar", "logger", "distributed")
+RESUMABLE_CHANGES = ("schedule.n_tasks", "schedule.max_minutes", "progress_bar", "logger", "distributed", "media")
 
 
 def rank_file(rank: int) -> str:
@@ -59,6 +59,9 @@ class _Silent:
         pass
 
     def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def log_media(self, key: str, path: Path, step: int, video: bool = False) -> None:
         pass
 
     def close(self, exit_code: int = 0) -> None:
@@ -225,6 +228,33 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def draw_media(cfg: DictConfig, learner, clocks: list[GroupClock], run_dir: Path, logger, step: int,
+               done: int, maps: bool = True, video: bool = False) -> None:
+    """The sub-policy maps of the run as it is now (``<run>/maps/``, W&B ``maps/<kind>``), and with ``video`` an
+    episode (``<run>/video.gif``, W&B ``video/episode``); MLSH runs only. Nothing here changes what the run computes
+    (``mlsh.media``), and a failure is a warning: pictures never stop training."""
+    if cfg.algo.name != "mlsh":
+        return
+    try:
+        # the master that has trained longest on its task first: it drives the video
+        order = sorted(range(learner.n_groups), key=lambda i: -clocks[learner.group_ids[i]].it)
+        masters = [(learner.masters[i], clocks[learner.group_ids[i]].task, f"group {learner.group_ids[i]}")
+                   for i in order if learner.masters[i] is not None]
+        norm = normalizer(learner.top_env)
+        h = media.Hierarchy(cfg, learner.subs, masters, norm.normalize_obs if norm is not None else media.identity)
+        title = f"{run_dir.name}: step {step:,}, {done} tasks"
+        for kind, path in (media.write_maps(h, run_dir / "maps", f"step{step:011d}", title) if maps else {}).items():
+            logger.log_media(f"maps/{kind}", path, step)
+        if video and masters:
+            frames, _, _ = media.episode_video(h, int(cfg.media.video_size), cfg.media.get("video_steps"),
+                                               every=int(cfg.media.get("video_every", 1)))
+            path = media.write_gif(frames, run_dir / "video.gif")
+            logger.log_media("video/episode", path, step, video=True)
+    except Exception as err:  # noqa: BLE001 - a picture that fails must not end the run
+        print(f"warning: the sub-policy {'maps and video' if video else 'maps'} at step {step} failed "
+              f"({type(err).__name__}: {err}); training goes on", file=sys.stderr, flush=True)
+
+
 def iteration_metrics(shared: dict[str, float], per_group: list[dict[str, float]], returns: list[list[float]],
                       clocks: list[GroupClock], joint: list[bool]) -> dict[str, Any]:
     """One iteration's row. One group: the learner's keys as they are. Several: every per-group value under
@@ -352,6 +382,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     bar = tqdm(total=sched.n_tasks, initial=done, unit="task", disable=not (progress and world.main),
                dynamic_ncols=True)
     exit_code, stopped_by, last = 1, None, None
+    maps_every, maps_at = int(cfg.get("media", {}).get("maps_every", 0)), None
     try:
         with _StopSignals() as signals:
             start_tasks()
@@ -414,6 +445,9 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                 if finished:
                     distributed.check_identical(learner.shared_modules())
                     last = save(checkpoint.task_dir(run_dir, done - 1))
+                    if world.main and maps_every and (maps_at is None or done - maps_at >= maps_every):
+                        draw_media(cfg, learner, clocks, run_dir, logger, step, done)
+                        maps_at = done
                 if stop_for:  # a signal that arrives later is seen by the next iteration
                     if world.main:
                         print(f"\n{', '.join(stop_for)}: checkpointing", file=sys.stderr, flush=True)
@@ -433,6 +467,10 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                     break
                 if done < sched.n_tasks:
                     start_tasks()
+        if world.main and stopped_by is None and cfg.get("media", {}).get("video", False):
+            # the last maps too, unless the last checkpoint just drew them
+            draw_media(cfg, learner, clocks, run_dir, logger, step, done, maps=bool(maps_every) and maps_at != done,
+                       video=True)
         exit_code = 0
     finally:
         bar.close()

@@ -141,7 +141,8 @@ def test_config_refuses_batched_for_an_env_without_a_batch(compose):
 
 
 SMALL_ANT = ["env=ant_two_walk", "macro_duration=20", "env.episode_steps=100", "+env.kwargs.max_episode_steps=100",
-             "schedule.rollout_steps=400", "schedule.n_groups=2", "schedule.stagger=wrapped", "schedule.n_tasks=4"]
+             "schedule.rollout_steps=400", "schedule.n_groups=2", "schedule.stagger=wrapped", "schedule.n_tasks=4",
+             "media.maps_every=0", "media.video=false"]
 
 
 def test_a_run_is_the_same_batched_or_not(tmp_path):

@@ -94,7 +94,7 @@ def test_observation_statistics_are_merged_over_processes(tmp_path):
     observations, identical."""
     ok(run(torchrun(WORKER, "train", str(tmp_path), "env=ant_two_walk", "schedule.n_groups=2", "schedule.n_envs=2",
                     "schedule.rollout_steps=400", "schedule.warmup_iters=1", "schedule.joint_iters=1",
-                    "schedule.n_tasks=2", "schedule.stagger=wrapped")))
+                    "schedule.n_tasks=2", "schedule.stagger=wrapped", "media.maps_every=0", "media.video=false")))
     got = [th.load(tmp_path / f"params_rank{r}.pt", weights_only=False) for r in (0, 1)]
     (m0, v0, c0), (m1, v1, c1) = (g["obs_stats"] for g in got)
     assert (m0 == m1).all() and (v0 == v1).all() and c0 == c1
@@ -271,7 +271,7 @@ def test_observation_statistics_stay_merged_after_a_resume(tmp_path):
     on with its own statistics."""
     ant = ("env=ant_two_walk", "schedule.n_groups=2", "schedule.n_envs=2", "schedule.rollout_steps=400",
            "schedule.warmup_iters=1", "schedule.joint_iters=1", "schedule.stagger=wrapped", "logger.mode=disabled",
-           "progress_bar=false")
+           "progress_bar=false", "media.maps_every=0", "media.video=false")
     ok(run(torchrun("run.py", *ant, "schedule.n_tasks=2", f"hydra.run.dir={tmp_path / 'run'}")))
     ok(run(torchrun("-m", "mlsh.resume", str(tmp_path / "run"), "--n-tasks", "6")))
     ckpt = checkpoint.latest(tmp_path / "run")

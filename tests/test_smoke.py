@@ -208,14 +208,18 @@ def test_observation_filter_is_saved_with_checkpoints_and_restored(compose, tmp_
         learner.load(checkpoint.latest(tmp_path / "plain"))
 
 
-def test_gallery_writes_stills_and_a_policy_gif(smoke_run, tmp_path):
-    run("-m", "mlsh.gallery", "--only", "Bandits", "--out", str(tmp_path), "--video-out", str(tmp_path),
-        "--run", str(smoke_run), "--steps", "12")
-    assert (tmp_path / "MovementBandits-v0.png").read_bytes()[:4] == b"\x89PNG"
+def test_gallery_writes_stills_and_a_random_gif_and_a_run_s_maps_and_video(smoke_run, tmp_path):
     from PIL import Image
 
-    gif = Image.open(tmp_path / "MovementBandits-v0_mlsh.gif")
-    assert gif.n_frames == 12
+    run("-m", "mlsh.gallery", "--only", "Bandits", "--out", str(tmp_path), "--video-out", str(tmp_path),
+        "--steps", "12")
+    assert (tmp_path / "MovementBandits-v0.png").read_bytes()[:4] == b"\x89PNG"
+    assert Image.open(tmp_path / "MovementBandits-v0.gif").n_frames == 12
+    (smoke_run / "video.gif").unlink()
+    proc = run("-m", "mlsh.gallery", "--run", str(smoke_run), "--steps", "12")
+    assert Image.open(smoke_run / "video.gif").n_frames == 12  # the run's hierarchy, on demand
+    assert (smoke_run / "maps" / "subpolicies_latest.png").read_bytes()[:4] == b"\x89PNG"
+    assert "video.gif" in proc.stdout
 
 
 def test_transfer_benchmark_runs_end_to_end_and_prints_the_table(tmp_path):

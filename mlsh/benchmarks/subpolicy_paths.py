@@ -9,43 +9,19 @@ sub-policy's mean final position and heading, and draws the paths, one colour pe
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
-from stable_baselines3 import PPO  # noqa: E402
 
-from mlsh import checkpoint  # noqa: E402
-from mlsh.evaluate import load_run_config  # noqa: E402
-from mlsh.gallery import _obs_filter  # noqa: E402
+from mlsh import checkpoint, media  # noqa: E402
 
 
 def paths(run_dir: Path, episodes: int, max_steps: int | None = None) -> dict[int, list[np.ndarray]]:
-    cfg = load_run_config(run_dir)
-    ckpt = checkpoint.latest(run_dir)
-    normalize = _obs_filter(ckpt)
-    env = gym.make(cfg.env.id, **cfg.env.get("kwargs", {}))
-    state = checkpoint.read_state(ckpt)
-    out: dict[int, list[np.ndarray]] = {}
-    for k in range(cfg.n_subpolicies):
-        sub = PPO.load(ckpt / f"sub{k}.zip", device="cpu")
-        out[k] = []
-        for ep in range(episodes):
-            obs, _ = env.reset(seed=1000 * k + ep, options={"task": checkpoint.group_task(state) or 0})
-            xy = [env.unwrapped.data.qpos[:2].copy()]
-            for _ in range(max_steps or 10**9):
-                action, _ = sub.predict(normalize(obs), deterministic=False)
-                obs, _, terminated, truncated, _ = env.step(action)
-                xy.append(env.unwrapped.data.qpos[:2].copy())
-                if terminated or truncated:
-                    break
-            out[k].append(np.asarray(xy))
-    env.close()
-    return out
+    h, state = media.load_hierarchy(run_dir)
+    return media.torso_paths(h, episodes, max_steps, task=checkpoint.group_task(state) or 0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,8 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     for k, runs in result.items():
         ends = np.array([p[-1] - p[0] for p in runs])
-        mean = ends.mean(axis=0)
-        heading = math.degrees(math.atan2(mean[1], mean[0]))
+        mean, heading = media.heading(runs)
         print(f"sub-policy {k}: mean displacement ({mean[0]:+.2f}, {mean[1]:+.2f}), "
               f"distance {np.linalg.norm(mean):.2f}, heading {heading:+.0f} deg, per-episode distance "
               + " ".join(f"{np.linalg.norm(e):.2f}" for e in ends))

@@ -1,0 +1,80 @@
+"""Seed studies in mlsh.plot: grouping by config apart from the seed, bootstrap bands, rliable's intervals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from mlsh import plot
+
+
+def fake_run(root, compose, name: str, held_out: list[float], returns: list[float], *overrides: str):
+    """A run folder with the composed config, a metrics.jsonl of ``returns`` and an eval.json whose held-out
+    tasks all end at the values ``held_out``."""
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(compose("schedule=smoke", *overrides)))
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"global_step": 100 * (i + 1), "episode_return": r}) + "\n"
+                                             for i, r in enumerate(returns)))
+    curves = [[0.0, v] for v in held_out]
+    (d / "eval.json").write_text(json.dumps({"updates": [0, 1], "mean_return": [0.0, float(np.mean(held_out))],
+                                             "std_return": [0.0, 0.0], "n_tasks": len(held_out),
+                                             "per_task": curves}))
+    return d
+
+
+def test_runs_group_by_config_apart_from_the_seed(tmp_path, compose):
+    for s in range(3):
+        fake_run(tmp_path / "sweep", compose, f"mlsh{s}", [5.0] * 4, [1, 2, 3], f"seed={s}")
+    for s in range(2):
+        fake_run(tmp_path, compose, f"k3_{s}", [1.0] * 4, [1, 2, 3], f"seed={s}", "n_subpolicies=3")
+    runs = plot.find_runs([tmp_path / "sweep", tmp_path / "k3_0", tmp_path / "k3_1"])
+    groups = plot.group_runs(runs)
+    assert {k: len(v) for k, v in groups.items()} == {"n_subpolicies=2": 3, "n_subpolicies=3": 2}
+    with pytest.raises(FileNotFoundError, match="no run folder"):
+        plot.find_runs([tmp_path / "missing"])
+
+
+def test_bootstrap_band_of_known_curves():
+    same = np.tile([1.0, 2.0, 3.0], (4, 1))
+    mean, lo, hi = plot.bootstrap_band(same)
+    assert np.allclose(mean, [1, 2, 3]) and np.allclose(lo, mean) and np.allclose(hi, mean)
+    spread = np.array([[0.0], [10.0]])
+    mean, lo, hi = plot.bootstrap_band(spread, reps=4000)
+    # resampling two seeds: the mean is 0, 5 or 10 with probabilities 1/4, 1/2, 1/4
+    assert mean[0] == 5.0 and lo[0] == 0.0 and hi[0] == 10.0
+    ragged = np.array([[1.0, 1.0], [3.0, np.nan]])  # the second run ended earlier
+    assert np.allclose(plot.bootstrap_band(ragged)[0], [2.0, 1.0])
+
+
+def test_summary_table_interquartile_mean_interval_and_probability_of_improvement(tmp_path, compose):
+    for s in range(3):
+        fake_run(tmp_path, compose, f"a{s}", [10.0, 10.0, 10.0, 10.0], [1, 2], f"seed={s}", "algo=mlsh")
+    for s in range(3):
+        # held-out returns 0, 1, 2, 100: the interquartile mean drops the outlier and the zero
+        fake_run(tmp_path, compose, f"b{s}", [0.0, 1.0, 2.0, 100.0], [1, 2], f"seed={s}", "algo=scratch")
+    table = plot.summary_table(plot.group_runs(plot.find_runs([tmp_path])), reps=500)
+    a, b = table["groups"]["algo.name=mlsh"], table["groups"]["algo.name=scratch"]
+    assert a["iqm"] == 10.0 and a["iqm_ci"] == [10.0, 10.0] and a["seeds"] == 3 and a["tasks"] == 4
+    assert b["iqm"] == pytest.approx(1.5) and b["mean"] == pytest.approx(25.75)
+    p = table["probability_of_improvement"]
+    # per task, a beats b on 3 of 4 held-out tasks and loses on one
+    assert p["algo.name=mlsh > algo.name=scratch"]["p"] == pytest.approx(0.75)
+    assert p["algo.name=scratch > algo.name=mlsh"]["p"] == pytest.approx(0.25)
+    text = plot.format_table(table)
+    assert "algo.name=mlsh" in text and "P(algo.name=mlsh > algo.name=scratch) = 0.75" in text
+
+
+def test_plot_cli_draws_the_figure_and_writes_the_table(tmp_path, compose):
+    from tests.test_smoke import run
+
+    for s in range(2):
+        fake_run(tmp_path / "sweep", compose, f"r{s}", [4.0, 6.0], [1, 2, 3, 4], f"seed={s}")
+    out = tmp_path / "seeds.png"
+    proc = run("-m", "mlsh.plot", str(tmp_path / "sweep"), "--out", str(out), "--window", "1")
+    assert out.read_bytes()[:4] == b"\x89PNG" and "IQM" in proc.stdout
+    table = json.loads(out.with_suffix(".json").read_text())
+    assert list(table["groups"].values())[0]["per_seed_mean"] == [5.0, 5.0]
