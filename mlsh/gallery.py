@@ -81,7 +81,8 @@ def run_media(run_dir: Path, size: int, steps: int | None) -> list[Path]:
     """What training writes into a run folder, drawn again from its latest good checkpoint: the maps
     (``maps/<kind>_latest.png``) and the episode video (``video.gif``)."""
     h, state = media.load_hierarchy(run_dir)
-    title = f"{Path(run_dir).name}: step {int(state['global_step']):,}, {state.get('tasks_done', '?')} tasks"
+    title = (f"{h.cfg.env.name}, seed {h.cfg.seed}: step {int(state['global_step']):,}, "
+             f"{state.get('tasks_done', '?')} tasks")
     paths = list(media.write_maps(h, Path(run_dir) / "maps", "latest", title).values())
     frames, _, _ = media.episode_video(h, size, steps, every=int(h.cfg.get("media", {}).get("video_every", 1)))
     return [*paths, media.write_gif(frames, Path(run_dir) / "video.gif")]

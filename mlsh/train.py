@@ -242,7 +242,7 @@ def draw_media(cfg: DictConfig, learner, clocks: list[GroupClock], run_dir: Path
                    for i in order if learner.masters[i] is not None]
         norm = normalizer(learner.top_env)
         h = media.Hierarchy(cfg, learner.subs, masters, norm.normalize_obs if norm is not None else media.identity)
-        title = f"{run_dir.name}: step {step:,}, {done} tasks"
+        title = f"{cfg.env.name}, seed {cfg.seed}: step {step:,}, {done} tasks"
         for kind, path in (media.write_maps(h, run_dir / "maps", f"step{step:011d}", title) if maps else {}).items():
             logger.log_media(f"maps/{kind}", path, step)
         if video and masters:
