@@ -153,3 +153,24 @@ def test_a_run_writes_maps_and_a_video_and_w_b_counts_only_metric_rows(tmp_path,
 def test_media_config_errors_name_the_key(compose, override):
     with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
         validate(compose(override))
+
+
+def test_drawing_maps_at_every_checkpoint_does_not_change_the_run(tmp_path):
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    from mlsh import checkpoint
+    from tests.helpers import smoke_iterations
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("steps_per_second", "time_minutes")} for r in rows]
+
+    args = ("env=four_rooms", "schedule.n_tasks=3", "schedule.n_groups=2", "schedule.stagger=wrapped")
+    drawn = smoke_iterations(tmp_path / "drawn", *args, "media.maps_every=1")
+    plain = smoke_iterations(tmp_path / "plain", *args, "media.maps_every=0", "media.video=false")
+    assert len(list((tmp_path / "drawn" / "maps").glob("masters_*.png"))) == 3
+    assert not (tmp_path / "plain" / "maps").exists()
+    assert strip(drawn) == strip(plain)
+    for k in range(4):
+        a = load_from_zip_file(checkpoint.latest(tmp_path / "drawn") / f"sub{k}.zip")[1]["policy"]
+        b = load_from_zip_file(checkpoint.latest(tmp_path / "plain") / f"sub{k}.zip")[1]["policy"]
+        assert all(th.equal(a[n], b[n]) for n in a)
