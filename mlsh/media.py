@@ -3,7 +3,7 @@
 Maps (``maps_for``), one colour per sub-policy:
 
 - MovementBandits: for one goal layout, each sub-policy's most likely move at every point of a grid, as arrows
-  (the paper's Fig. 3), with the goals marked;
+  (the paper's Fig. 3), with the goals marked, and the path each takes alone from the start;
 - FourRooms: each sub-policy's most likely action in every free cell; for each group's task, the master's most
   likely choice per cell;
 - KeyDoor: as MovementBandits, once without the key and once holding it; the masters' choices per point;
@@ -142,10 +142,29 @@ def bandit_map(h: Hierarchy, title: str, n: int = 11) -> Any:
         _disc(ax, goal, base.goal_radius, color=(0.85, 0.85, 0.85), zorder=0)
         ax.annotate(f"goal {g}", goal, ha="center", va="center", fontsize=9, zorder=0)
     _arrows(ax, points, actions, base.arena_size / (n - 1) * 0.7)
+    for k, path in enumerate(greedy_paths(h, env)):
+        ax.plot(path[:, 0], path[:, 1], color=colour(k), lw=3, alpha=0.5, zorder=3,
+                label=f"sub-policy {k} alone from the start")
     ax.plot(*base.start, "k*", ms=10, label="start")
     _finish_2d(ax, title, -0.1 * base.arena_size, 1.1 * base.arena_size)
     env.close()
     return fig
+
+
+def greedy_paths(h: Hierarchy, env: gym.Env, seed: int = 0) -> list[np.ndarray]:
+    """Each sub-policy alone for an episode from the start of env seed ``seed``'s layout, taking its most likely
+    action: the agent's positions (MovementBandits)."""
+    paths = []
+    for sub in h.subs:
+        obs, _ = env.reset(seed=seed)
+        xy = [env.unwrapped.agent.copy()]
+        while True:
+            obs, _, terminated, truncated, _ = env.step(int(most_likely(sub, obs[None], h.normalize)[0]))
+            xy.append(env.unwrapped.agent.copy())
+            if terminated or truncated:
+                break
+        paths.append(np.asarray(xy))
+    return paths
 
 
 def key_door_maps(h: Hierarchy, title: str, n: int = 11) -> tuple[Any, Any | None]:

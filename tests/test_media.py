@@ -57,6 +57,9 @@ def test_a_sub_policy_that_always_moves_plus_x_gives_plus_x_arrows_everywhere():
     assert points.shape == (25, 2)
     actions = media.point_actions(h.subs, env, points)
     assert actions.shape == (2, 25) and (actions[0] == 1).all() and (actions[1] == 4).all()
+    paths = media.greedy_paths(h, h.make_env())
+    assert len(paths) == 2 and paths[0].shape == (51, 2)  # 50 steps of 20 units: +x, then -y
+    assert np.allclose(paths[0][-1] - paths[0][0], [1000, 0]) and np.allclose(paths[1][-1] - paths[1][0], [0, -1000])
     fig = media.bandit_map(h, "test", n=5)
     (_, u0, v0), (_, u1, v1) = quivers(fig)
     assert (u0 > 0).all() and (v0 == 0).all()  # +x
