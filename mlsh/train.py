@@ -26,7 +26,7 @@ from tqdm import tqdm
 from mlsh import checkpoint, distributed, faults, media, snapshot
 from mlsh.config import env_spaces, validate
 from mlsh.groups import GroupClock, stagger
-from mlsh.learners import make_learner, make_task_env, normalizer, sample_task, task_rng
+from mlsh.learners import load_obs_stats, make_learner, make_task_env, normalizer, sample_task, task_rng
 from mlsh.runlog import RunLogger, read_metrics
 
 
@@ -156,6 +156,8 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) ->
     for g in mid_task:
         learner.start_task(clocks[g].task, g)
     learner.load_masters(ckpt, mid_task)
+    if mid_task:  # their envs' resets in start_task fed the observation filter: back to the checkpoint's statistics
+        load_obs_stats(learner.top_env, ckpt)
     if live is None:
         warnings.warn(f"checkpoint {ckpt} is from before exact resume: the run continues from its weights, but "
                       "random and env states start afresh", stacklevel=3)
