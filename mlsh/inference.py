@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch as th
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -25,6 +26,16 @@ def _fast(policy) -> str | None:
     if type(policy.action_dist) is DiagGaussianDistribution:
         return "gaussian"
     return None
+
+
+def to_tensor(obs: np.ndarray, device: th.device | str = "cpu") -> th.Tensor:
+    """Observations for a forward pass, copied into torch's own memory (always 64-byte aligned).
+
+    The CPU matrix products give results that depend, in the last bits, on the alignment of their input: a forward
+    on a view into a numpy array (one task group's rows of the envs' observations, an array unpickled on resume)
+    can differ from the same forward on the same numbers elsewhere in memory, and a resumed run would drift from
+    the run that was never stopped. SB3's ``obs_as_tensor`` shares the numpy memory; this copies it."""
+    return th.tensor(np.asarray(obs), device=device)
 
 
 @th.no_grad()

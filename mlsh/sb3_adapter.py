@@ -19,8 +19,9 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
-from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
+
+from mlsh.inference import to_tensor
 
 # SB3 validates distribution arguments on every forward pass; the checks cost a noticeable share of inference.
 th.distributions.Distribution.set_default_validate_args(False)
@@ -182,7 +183,7 @@ def collect_groups(models: Sequence[PPO], env: VecEnv, slices: Sequence[slice], 
         taken = []
         for model in models:
             with th.no_grad():
-                actions, values, log_probs = model.policy(obs_as_tensor(model._last_obs, model.device))
+                actions, values, log_probs = model.policy(to_tensor(model._last_obs, model.device))
             taken.append((actions.cpu().numpy(), values, log_probs))
         clipped = [np.clip(a, m.action_space.low, m.action_space.high) if isinstance(m.action_space, spaces.Box)
                    else a for m, (a, _, _) in zip(models, taken, strict=True)]
@@ -195,7 +196,7 @@ def collect_groups(models: Sequence[PPO], env: VecEnv, slices: Sequence[slice], 
                 actions = actions.reshape(-1, 1)
             for i, d in enumerate(done):  # timeout bootstrap, as SB3 (GitHub issue #633)
                 if d and info[i].get("terminal_observation") is not None and info[i].get("TimeLimit.truncated", False):
-                    terminal_obs = model.policy.obs_to_tensor(info[i]["terminal_observation"])[0]
+                    terminal_obs = to_tensor(info[i]["terminal_observation"][None], model.device)
                     with th.no_grad():
                         terminal_value = model.policy.predict_values(terminal_obs)[0]
                     rew[i] += model.gamma * terminal_value
@@ -204,7 +205,7 @@ def collect_groups(models: Sequence[PPO], env: VecEnv, slices: Sequence[slice], 
             model._last_episode_starts = done
     for model, sl in zip(models, slices, strict=True):
         with th.no_grad():
-            values = model.policy.predict_values(obs_as_tensor(new_obs[sl], model.device))
+            values = model.policy.predict_values(to_tensor(new_obs[sl], model.device))
         model.rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones[sl])
 
 

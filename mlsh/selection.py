@@ -20,7 +20,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from mlsh.inference import sample
+from mlsh.inference import sample, to_tensor
 from mlsh.sb3_adapter import action_dim
 
 
@@ -148,7 +148,7 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
 
     @th.no_grad()
     def _act(self, obs: np.ndarray, choices: np.ndarray):
-        obs_t = th.as_tensor(obs)
+        obs_t = to_tensor(obs)
         actions = np.empty((self.num_envs, self._adim), dtype=np.float32 if self._box else np.int64)
         values = np.empty(self.num_envs, dtype=np.float32)
         log_probs = np.empty(self.num_envs, dtype=np.float32)
@@ -162,7 +162,7 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
     @th.no_grad()
     def _values(self, obs: np.ndarray, choices: np.ndarray) -> np.ndarray:
         values = np.empty(len(obs), dtype=np.float32)
-        obs_t = th.as_tensor(obs)
+        obs_t = to_tensor(obs)
         for k, idx in self._groups(choices):
             values[idx] = self.subpolicies[k].predict_values(obs_t[idx]).numpy().reshape(-1)
         return values

@@ -6,7 +6,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from envs.movement_bandits import MovementBanditsEnv
-from mlsh.inference import sample
+from mlsh.inference import sample, to_tensor
 
 
 def test_categorical_matches_sb3_log_probs_values_and_frequencies():
@@ -36,3 +36,20 @@ def test_gaussian_matches_sb3_log_probs_and_noise_scale():
     mean = policy.get_distribution(obs).distribution.mean.detach()
     assert (actions - mean).std().item() == pytest.approx(np.exp(-0.7), rel=0.03)
     assert actions.shape == (20000, 1) and values.shape == (20000, 1)
+
+
+def test_forward_inputs_are_aligned_copies_so_a_view_gives_the_same_numbers_as_a_copy():
+    """A group's rows of the envs' observations are a view at some offset; after a resume the same rows are an array
+    of their own. The CPU matrix product's last bits depend on the input's alignment; ``to_tensor`` copies into
+    torch's 64-byte aligned memory, so both give the same forward, bit for bit."""
+    th.manual_seed(0)
+    layer = th.nn.Linear(29, 64)
+    flat = th.zeros(2 * 29 + 1).numpy()  # torch's memory: 64-byte aligned
+    view = flat[1:].reshape(2, 29)  # 4 bytes further (two rows at such offsets differed in the last bits here)
+    view[:] = np.random.default_rng(0).standard_normal((2, 29))
+    own = view.copy()
+    for x in (view, own):
+        t = to_tensor(x)
+        assert t.data_ptr() % 64 == 0 and t.dtype == th.float32 and np.array_equal(t.numpy(), x)
+        assert not np.shares_memory(t.numpy(), x)
+    assert th.equal(layer(to_tensor(view)), layer(to_tensor(own)))
