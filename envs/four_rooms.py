@@ -24,6 +24,8 @@ Differences from the original openai/mlsh ``Fourrooms-v0`` (all deliberate, see 
   commented-out fix is the one-hot code used here.
 - **Start.** Cell 62 = (7, 9), as the original, by default; ``start=None`` draws a uniform free cell other than
   the goal at every reset.
+- **Episodes.** The original's never terminate; ``terminate_at_goal=True`` ends them on reaching the goal (reward
+  1 there), the episodic task of the option-critic paper's four-rooms experiment.
 
 Task API as in ``envs/movement_bandits.py``: ``sample_task(rng)``, ``set_task(task)``,
 ``reset(options={"task": task})``, the task is kept across episodes, ``info["task"]`` reports it.
@@ -115,6 +117,7 @@ class FourRoomsEnv(gym.Env):
         transition: str = "standard",
         slip_prob: float = 1.0 / 3.0,
         goal_reward: float = 1.0,
+        terminate_at_goal: bool = False,
         render_mode: str | None = None,
     ):
         if isinstance(goals, str):
@@ -133,6 +136,7 @@ class FourRoomsEnv(gym.Env):
             raise ValueError(f"slip_prob must be in [0, 1], got {slip_prob!r}")
         self.slip_prob = float(slip_prob)
         self.goal_reward = float(goal_reward)
+        self.terminate_at_goal = bool(terminate_at_goal)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
@@ -184,8 +188,9 @@ class FourRoomsEnv(gym.Env):
                 if self.np_random.random() < self.slip_prob:
                     around = FREE_NEIGHBOURS[self.cell]
                     self.cell = around[int(self.np_random.integers(len(around)))]
-        reward = self.goal_reward if self.cell == self.task else 0.0
-        return self._obs(), reward, False, False, {"task": self.task}
+        at_goal = self.cell == self.task
+        reward = self.goal_reward if at_goal else 0.0
+        return self._obs(), reward, at_goal and self.terminate_at_goal, False, {"task": self.task}
 
     def _obs(self) -> np.ndarray:
         return self.obs_at(self.cell)

@@ -11,7 +11,8 @@ import envs  # noqa: F401  (registers mlsh/* envs)
 from mlsh.groups import STAGGERS
 from mlsh.subpolicies import GROUP_WEIGHTINGS
 
-ALGOS = ("mlsh", "shared", "scratch")
+ALGOS = ("mlsh", "shared", "scratch", "option_critic")
+OC_OPTIMIZERS = ("rmsprop", "adam", "sgd")
 ADVANTAGE_NORMS = ("share", "minibatch")
 
 
@@ -47,6 +48,44 @@ def _ppo(cfg: DictConfig, key: str) -> None:
         value = ppo.get(name, 0.0)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{key}.{name} must be a number >= 0, got {value!r}")
+
+
+def _number(cfg: DictConfig, key: str, low: float, high: float, low_open: bool = False) -> float:
+    value = OmegaConf.select(cfg, key)
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and (value > low if low_open else value >= low)
+    if not ok or value > high:
+        bounds = f"{'(' if low_open else '['}{low}, {high}]"
+        raise ConfigError(f"{key} must be a number in {bounds}, got {value!r}")
+    return float(value)
+
+
+def _option_critic(cfg: DictConfig, processes: int) -> None:
+    if processes > 1:
+        raise ConfigError("algo=option_critic runs in one process: start it without torchrun")
+    if cfg.algo.optimizer not in OC_OPTIMIZERS:
+        raise ConfigError(f"algo.optimizer must be one of {list(OC_OPTIMIZERS)}, got {cfg.algo.optimizer!r}")
+    for key in ("policy_lr", "termination_lr", "critic_lr"):
+        _number(cfg, f"algo.{key}", 0.0, 10.0, low_open=True)
+    _number(cfg, "algo.gamma", 0.0, 1.0)
+    for key in ("termination_reg", "entropy_reg", "max_grad_norm"):
+        _number(cfg, f"algo.{key}", 0.0, float("inf"))
+    for key in ("epsilon.start", "epsilon.end"):
+        _number(cfg, f"algo.{key}", 0.0, 1.0)
+    for key in ("replay_size", "batch_size", "update_every", "target_every", "epsilon.decay_steps"):
+        _int(cfg, f"algo.{key}", 1)
+    if cfg.algo.batch_size > cfg.algo.replay_size:
+        raise ConfigError(f"algo.batch_size ({cfg.algo.batch_size}) must be <= algo.replay_size "
+                          f"({cfg.algo.replay_size})")
+    for key in ("policy_net_arch", "termination_net_arch", "critic_net_arch"):
+        arch = OmegaConf.select(cfg, f"algo.{key}")
+        if arch is None or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in arch):
+            raise ConfigError(f"algo.{key} must be a list of layer widths >= 1 ([] for linear), got {arch!r}")
+    env = gym.make(cfg.env.id, **(OmegaConf.to_container(cfg.env.kwargs) if cfg.env.get("kwargs") else {}))
+    action_space = env.action_space
+    env.close()
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ConfigError(f"algo=option_critic needs discrete actions (as FourRooms'); env={cfg.env.name} has "
+                          f"{action_space}")
 
 
 def _env_kwargs(cfg: DictConfig) -> None:
@@ -205,6 +244,8 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
         if node is not None and "ppo" in node:
             _ppo(cfg, section + ".ppo")
     _env_kwargs(cfg)
+    if cfg.algo.name == "option_critic":
+        _option_critic(cfg, processes)
     _batched(cfg)
     _media(cfg)
     _distributed(cfg, processes)

@@ -1,7 +1,8 @@
 """The transfer protocol on held-out tasks: ``python -m mlsh.evaluate <run dir>``.
 
 For each of ``--tasks`` tasks drawn from the held-out stream (disjoint from training's), starting from the run's
-latest checkpoint: MLSH keeps its sub-policies frozen and trains a fresh master; the shared policy is fine-tuned
+latest checkpoint: MLSH keeps its sub-policies frozen and trains a fresh master; option-critic keeps its
+intra-option policies frozen and trains a fresh critic and fresh termination functions; the shared policy is fine-tuned
 (from the checkpoint, separately for each task); the scratch baseline trains a fresh policy. Every learner
 collects ``schedule.rollout_steps`` primitive steps per update, like in training. The mean episode return of the
 rollout after u updates (u = 0 .. ``--updates``) is the curve; ``eval.json`` and ``eval.png`` go into the run

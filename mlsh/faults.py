@@ -42,15 +42,21 @@ def _grad_hook(name: str):
 
 def watch(model: PPO, name: str) -> None:
     """Stop the run on a non-finite gradient in ``model``'s update, before the optimizer applies it."""
-    model.policy.optimizer.register_step_pre_hook(_grad_hook(name))
+    watch_optimizer(model.policy.optimizer, name)
+
+
+def watch_optimizer(optimizer: th.optim.Optimizer, name: str) -> None:
+    """Stop the run on a non-finite gradient before ``optimizer`` applies it."""
+    optimizer.register_step_pre_hook(_grad_hook(name))
 
 
 def check_model(model: PPO, name: str) -> None:
     """Every weight of ``model``'s policy and every value in its last rollout must be finite."""
-    for pname, p in model.policy.named_parameters():
+    module = model.policy if isinstance(model, PPO) else model  # option-critic's parts are modules themselves
+    for pname, p in module.named_parameters():
         if not th.isfinite(p).all():
             raise NonFiniteError(f"non-finite weights in {name} ({pname}, {int((~th.isfinite(p)).sum())} values)")
-    values = getattr(model.rollout_buffer, "values", None)
+    values = getattr(getattr(model, "rollout_buffer", None), "values", None)
     if values is not None and not np.isfinite(values).all():
         raise NonFiniteError(f"non-finite values in {name}'s last rollout")
 

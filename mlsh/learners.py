@@ -1,4 +1,5 @@
-"""The three learners that the meta-training loop drives: MLSH and the paper's two baselines.
+"""The learners that the meta-training loop drives: MLSH and the paper's two baselines (option-critic, the
+third, is ``mlsh.option_critic``).
 
 Each learner serves ``schedule.n_groups`` task groups (``mlsh.groups``) and exposes the same calls:
 ``start_task(task, group)`` (set the group's task on its envs and reset them), ``iterate(joint)`` (every group
@@ -380,5 +381,9 @@ LEARNERS = {"mlsh": MLSHLearner, "shared": SharedLearner, "scratch": ScratchLear
 
 
 def make_learner(cfg: DictConfig, venv: VecEnv, group_ids: Sequence[int] | None = None):
+    if cfg.algo.name == "option_critic":
+        from mlsh.option_critic import OptionCriticLearner  # it builds on this module
+
+        return OptionCriticLearner(cfg, venv, group_ids)
     return LEARNERS[cfg.algo.name](cfg, venv, group_ids)
 

@@ -3,7 +3,8 @@
 The zips hold every model's weights and optimizer state. ``capture`` adds, at an iteration boundary:
 
 - the global random states of torch, numpy and Python (sampling, the masters' random picks, minibatch order);
-- every model's live attributes (update counter, last observation and episode starts, step counter);
+- every model's live attributes (update counter, last observation and episode starts, step counter; a model
+  with ``live_state()`` / ``load_live_state()``, such as option-critic's parts, gives its own);
 - the state of every layer of the env stack: the vector wrappers (selection wrapper, episode statistics,
   observation filter, ``DummyVecEnv`` buffers) and, for each env, every gymnasium wrapper and the env itself,
   including its random generator, its task and, for MuJoCo envs, its whole ``MjData``; a batched env
@@ -86,13 +87,20 @@ def _vec_state(layer: VecEnv) -> dict[str, Any]:
     return _layer_state(layer) if isinstance(layer, VecEnvWrapper | DummyVecEnv) else layer.get_state()
 
 
+def _model_state(model: Any) -> dict[str, Any]:
+    """A PPO model's ``MODEL_LIVE`` attributes; another learner's parts give their own (``live_state``)."""
+    if hasattr(model, "live_state"):
+        return model.live_state()
+    return {k: getattr(model, k) for k in MODEL_LIVE if hasattr(model, k)}
+
+
 def capture(models: dict[str, PPO], venv: VecEnv) -> dict[str, Any]:
     """The live state of ``models`` (by name) and of the env stack ``venv``, plus the global random states."""
     vec = _vec_layers(venv)
     return {
         "format": FORMAT,
         "rng": {"torch": th.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        "models": {name: {k: getattr(m, k) for k in MODEL_LIVE if hasattr(m, k)} for name, m in models.items()},
+        "models": {name: _model_state(m) for name, m in models.items()},
         "vec_layers": [(type(v).__name__, _vec_state(v)) for v in vec],
         "envs": [[(type(x).__name__, _layer_state(x)) for x in _env_layers(e)] for e in getattr(vec[-1], "envs", [])],
     }
@@ -120,7 +128,10 @@ def restore(state: dict[str, Any], models: dict[str, PPO], venv: VecEnv) -> None
         for layer, (_, values) in zip(layers, saved, strict=True):
             _set_layer_state(layer, values)
     for name, values in state["models"].items():
-        models[name].__dict__.update(values)
+        if hasattr(models[name], "load_live_state"):
+            models[name].load_live_state(values)
+        else:
+            models[name].__dict__.update(values)
     th.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])

@@ -307,8 +307,9 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     rng = task_rng(cfg.seed, "train", world.rank)
     check_every = int(cfg.get("distributed", {}).get("check_every", 100))
     per_task = sched.warmup_iters + sched.joint_iters
-    # The baselines have no warmup: they update their policy every iteration.
-    warmup = sched.warmup_iters if cfg.algo.name == "mlsh" else 0
+    # The baselines have no warmup: they update their policy every iteration. Option-critic's warmup trains the
+    # task's critic and terminations over frozen intra-option policies, as MLSH's the master over frozen sub-policies.
+    warmup = sched.warmup_iters if cfg.algo.name in ("mlsh", "option_critic") else 0
     pos = _restore(run_dir, learner, rng, per_task) if resume else None
     if pos is None:
         if cfg.get("init_from"):

@@ -6,8 +6,9 @@
 Per seed: (1) MLSH meta-trains (``run.py``) for at most ``--minutes``, stopping early once the mean final return of
 the last 20 training tasks reaches ``--target`` (if given); (2) each baseline in ``--baselines``: ``shared`` trains
 one policy on the same task distribution for the same number of tasks, hence the same primitive steps; ``scratch``
-needs no training; (3) the transfer protocol on ``--tasks`` held-out tasks with ``--updates`` updates: fresh master
-over frozen sub-policies (MLSH), fine-tuning (shared), a fresh policy (scratch); (4) where the env module has an
+needs no training; ``option_critic`` meta-trains for the same number of tasks, like ``shared``; (3) the transfer protocol on ``--tasks`` held-out tasks with ``--updates`` updates: fresh master
+over frozen sub-policies (MLSH), fine-tuning (shared), a fresh policy (scratch), a fresh critic and fresh
+terminations over the frozen intra-option policies (option-critic); (4) where the env module has an
 ``oracle_action`` (a policy that knows the task), its return on the same held-out tasks and env seeds.
 Everything lands in ``<out>/seed<S>/``; ``summary.json`` holds the figures.
 """
@@ -71,9 +72,10 @@ def run_seed(env: str, seed: int, out: Path, minutes: float, target: float | Non
     base = out / f"seed{seed}"
     stop = [f"schedule.target_return={target}", "schedule.n_tasks=100000"] if target is not None else []
     trained = {"mlsh": train(env, "mlsh", seed, base / "mlsh", f"schedule.max_minutes={minutes}", *stop, *overrides)}
-    if "shared" in baselines:
-        trained["shared"] = train(env, "shared", seed, base / "shared", f"schedule.n_tasks={trained['mlsh']['tasks']}",
-                                  *[o for o in overrides if not o.startswith("schedule.n_tasks")])
+    for algo in ("shared", "option_critic"):
+        if algo in baselines:
+            trained[algo] = train(env, algo, seed, base / algo, f"schedule.n_tasks={trained['mlsh']['tasks']}",
+                                  *[o for o in overrides if not o.startswith(("schedule.n_tasks", "algo."))])
     results = {}
     for algo in trained:
         print(f"evaluating {algo} (seed {seed})", flush=True)
@@ -168,7 +170,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=None, help="early stop: mean final return, last 20 tasks")
     parser.add_argument("--tasks", type=int, default=20, help="held-out tasks")
     parser.add_argument("--updates", type=int, default=10, help="master updates on each held-out task")
-    parser.add_argument("--baselines", default="shared,scratch", help="comma-separated: shared, scratch")
+    parser.add_argument("--baselines", default="shared,scratch", help="comma-separated: shared, scratch, option_critic")
     parser.add_argument("overrides", nargs="*", help="extra run.py overrides for MLSH and shared training")
     args = parser.parse_args()
     out = args.out or ROOT / "outputs" / "bench" / f"{args.env}_transfer"
