@@ -22,6 +22,7 @@ processes and names the rank that failed first.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -92,6 +93,9 @@ def init(timeout_s: float = 300.0, backend: str | None = None) -> World:
         return _WORLD
     # gloo: the policies live on the CPU (learners.build_ppo); nccl would need them, and every collective, on CUDA
     dist.init_process_group(backend or "gloo", timeout=timedelta(seconds=timeout_s))
+    # Left to the interpreter's teardown, the process group's threads were sometimes destroyed while still
+    # joinable ("terminate called without an active exception", SIGABRT after a finished run, seen under load).
+    atexit.register(shutdown)
     _WORLD = World(dist.get_rank(), dist.get_world_size())
     return _WORLD
 
