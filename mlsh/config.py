@@ -65,7 +65,7 @@ def _option_critic(cfg: DictConfig, processes: int) -> None:
     if cfg.algo.optimizer not in OC_OPTIMIZERS:
         raise ConfigError(f"algo.optimizer must be one of {list(OC_OPTIMIZERS)}, got {cfg.algo.optimizer!r}")
     for key in ("policy_lr", "termination_lr", "critic_lr"):
-        _number(cfg, f"algo.{key}", 0.0, 10.0, low_open=True)
+        _number(cfg, f"algo.{key}", 0.0, 100.0, low_open=True)
     _number(cfg, "algo.gamma", 0.0, 1.0)
     for key in ("termination_reg", "entropy_reg", "max_grad_norm"):
         _number(cfg, f"algo.{key}", 0.0, float("inf"))

@@ -51,7 +51,13 @@ def optimizer(name: str, params, lr: float) -> th.optim.Optimizer:
 
 
 def mlp(n_in: int, hidden: Sequence[int], n_out: int) -> nn.Sequential:
-    """tanh MLP; no hidden layer is a linear map (on FourRooms' one-hot cells: a table)."""
+    """tanh MLP. Without hidden layers, a linear map without bias, initialised at zero: on FourRooms' one-hot
+    cells, a table (a bias would be one entry shared by every cell, and with the table's learning rates it learned
+    a global action preference that served some rooms and trapped the agent in others)."""
+    if not hidden:
+        layer = nn.Linear(n_in, n_out, bias=False)
+        nn.init.zeros_(layer.weight)
+        return nn.Sequential(layer)
     layers: list[nn.Module] = []
     for h in hidden:
         layers += [nn.Linear(n_in, h), nn.Tanh()]

@@ -67,6 +67,17 @@ def test_termination_gradient_matches_the_hand_computed_one():
     assert (u.grad * 3).tolist() == pytest.approx([0.25 * (-2 + 0.01), 0.25 * 0.01, 0.0])
 
 
+def test_a_net_without_hidden_layers_is_a_zero_table():
+    from mlsh.option_critic import mlp
+
+    net = mlp(5, [], 3)
+    assert len(net) == 1 and net[0].bias is None and not net[0].weight.any()
+    x = th.eye(5)
+    with th.no_grad():
+        net[0].weight[:, 2] = th.tensor([1.0, 2.0, 3.0])
+    assert net(x)[2].tolist() == [1.0, 2.0, 3.0] and not net(x)[[0, 1, 3, 4]].any()
+
+
 def _learner(compose, *overrides):
     cfg = compose(*OC, *overrides)
     validate(cfg)
@@ -78,14 +89,13 @@ def _learner(compose, *overrides):
 
 
 def test_option_durations_follow_the_termination_probabilities(compose):
-    """Terminations fixed at beta = 0.2 everywhere (zero weights, bias logit(0.2), a learning rate too small to
-    move them): options last 1 / 0.2 = 5 steps on average (a geometric law, cut only by episode ends)."""
+    """Terminations fixed at beta = 0.2 everywhere (every cell's entry of the table logit(0.2), a learning rate too
+    small to move them): options last 1 / 0.2 = 5 steps on average (a geometric law, cut only by episode ends)."""
     cfg, venv, learner = _learner(compose, "algo.termination_lr=1e-12", "schedule.rollout_steps=2000")
     learner.start_task(103)
     part = learner.parts[0]
     with th.no_grad():
-        part.terminations[-1].weight.zero_()
-        part.terminations[-1].bias.fill_(math.log(0.2 / 0.8))
+        part.terminations[-1].weight.fill_(math.log(0.2 / 0.8))  # one-hot cells: u(s) = weight[:, s]
     durations, terminations = [], []
     for _ in range(3):
         shared, _ = learner.iterate(joint=True)

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--start", choices=("fixed", "random"), default="fixed")
     parser.add_argument("--goal", type=int, default=103)
-    parser.add_argument("--steps", type=int, default=200_000, help="primitive steps of training per seed")
+    parser.add_argument("--steps", type=int, default=600_000, help="primitive steps of training per seed")
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/option_critic_fourrooms"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. algo.policy_lr=0.05")
