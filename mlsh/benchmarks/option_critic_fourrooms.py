@@ -95,7 +95,7 @@ def run_seed(seed: int, goal: int, start: str, steps: int, episodes: int, overri
     learner.start_task(goal)
     t0 = time.perf_counter()
     curve = []
-    for it in range(iters):
+    for _ in range(iters):
         learner.iterate(joint=True)
         rets = venv.pop()
         curve.append(float(np.mean(rets)) if rets else float("nan"))
