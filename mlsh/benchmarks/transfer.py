@@ -9,7 +9,8 @@ one policy on the same task distribution for the same number of tasks, hence the
 needs no training; ``option_critic`` meta-trains for the same number of tasks, like ``shared``; (3) the transfer
 protocol on ``--tasks`` held-out tasks with ``--updates`` updates: fresh master over frozen sub-policies (MLSH),
 fine-tuning (shared), a fresh policy (scratch), a fresh critic and fresh terminations over the frozen intra-option
-policies (option-critic); (4) where the env module has an ``oracle_action`` (a policy that knows the task), its return on the same held-out tasks and env seeds.
+policies (option-critic); (4) where the env module has an ``oracle_action`` (a policy that knows the task), its
+return on the same held-out tasks and env seeds.
 Everything lands in ``<out>/seed<S>/``; ``summary.json`` holds the figures.
 """
 
