@@ -36,7 +36,7 @@ from torch import nn
 
 from mlsh import distributed, faults
 from mlsh.inference import to_tensor
-from mlsh.learners import _Groups, load_obs_stats, save_obs_stats
+from mlsh.learners import _Groups, _joint_flags, load_obs_stats, save_obs_stats
 
 OPTIONS_FILE = "options.pt"
 
@@ -113,7 +113,7 @@ class Options(nn.Module):
 class TaskPart(nn.Module):
     """One task group's critic Q(s, .) with its target network and replay, and its termination functions."""
 
-    def __init__(self, n_obs: int, k: int, c: DictConfig, n_envs: int, group: int):
+    def __init__(self, n_obs: int, k: int, c: DictConfig, group: int):
         super().__init__()
         self.critic = mlp(n_obs, c.critic_net_arch, k)
         self.target = mlp(n_obs, c.critic_net_arch, k)
@@ -200,7 +200,7 @@ class OptionCriticLearner(_Groups):
         idx = self.indices[i]
         self.obs[idx] = self.venv.reset_envs(idx, {"task": task}).reshape(len(idx), -1)
         self.option[idx], self.age[idx] = -1, 0
-        self.parts[i] = TaskPart(self.n_obs, self.k, self.c, len(idx), group)
+        self.parts[i] = TaskPart(self.n_obs, self.k, self.c, group)
 
     def epsilon(self, part: TaskPart) -> float:
         e = self.c.epsilon
@@ -223,8 +223,6 @@ class OptionCriticLearner(_Groups):
 
     def iterate(self, joint: bool | Sequence[bool], train_subs: bool | None = None,
                 ) -> tuple[dict[str, float], list[dict[str, float]]]:
-        from mlsh.learners import _joint_flags
-
         joint = _joint_flags(joint, self.n_groups)
         if any(p is None for p in self.parts):
             raise RuntimeError("start_task() for every group first")
