@@ -39,8 +39,6 @@ from mlsh.inference import to_tensor
 from mlsh.learners import _Groups, _joint_flags, load_obs_stats, save_obs_stats
 
 OPTIONS_FILE = "options.pt"
-
-
 OPTIMIZERS = {"rmsprop": th.optim.RMSprop, "adam": th.optim.Adam, "sgd": th.optim.SGD}
 
 
@@ -207,19 +205,21 @@ class OptionCriticLearner(_Groups):
         frac = min(1.0, part.steps / max(1, int(e.decay_steps)))
         return float(e.start + frac * (e.end - e.start))
 
-    def _choose(self, obs_t: th.Tensor, need: np.ndarray, greedy: bool = False) -> None:
-        """Epsilon-greedy options over the group's Q for the envs ``need`` (a boolean mask)."""
+    def _pick(self, part: TaskPart, obs_t: th.Tensor, epsilon: float) -> np.ndarray:
+        """Options for the observations ``obs_t``: greedy over ``part``'s Q, each uniform with prob. ``epsilon``."""
+        with th.no_grad():
+            best = part.critic(obs_t).argmax(1).numpy()
+        explore = np.random.random(len(best)) < epsilon
+        best[explore] = np.random.randint(self.k, size=int(explore.sum()))
+        return best
+
+    def _choose(self, obs_t: th.Tensor, need: np.ndarray) -> None:
+        """New options for the envs ``need`` (a boolean mask), epsilon-greedy over their group's Q."""
         for i, sl in enumerate(self.slices):
             envs = np.flatnonzero(need[sl]) + sl.start
-            if not len(envs):
-                continue
-            part = self.parts[i]
-            with th.no_grad():
-                best = part.critic(obs_t[envs]).argmax(1).numpy()
-            eps = 0.0 if greedy else self.epsilon(part)
-            explore = np.random.random(len(envs)) < eps
-            best[explore] = np.random.randint(self.k, size=int(explore.sum()))
-            self.option[envs], self.age[envs] = best, 0
+            if len(envs):
+                self.option[envs] = self._pick(self.parts[i], obs_t[envs], self.epsilon(self.parts[i]))
+                self.age[envs] = 0
 
     def iterate(self, joint: bool | Sequence[bool], train_subs: bool | None = None,
                 ) -> tuple[dict[str, float], list[dict[str, float]]]:
@@ -230,7 +230,7 @@ class OptionCriticLearner(_Groups):
         c = self.c
         n, k = self.venv.num_envs, self.k
         share, beta_sum = np.zeros(k), np.zeros(k)
-        durations: list[list[int]] = [[] for _ in range(k)]
+        ended, ended_age = np.zeros(k), np.zeros(k)  # option executions that ended, and their summed lengths
         sums = {"policy_loss": 0.0, "entropy": 0.0}
         group_sums = [{"termination_loss": 0.0, "critic_loss": 0.0, "q": 0.0, "critic_updates": 0}
                       for _ in range(self.n_groups)]
@@ -292,8 +292,8 @@ class OptionCriticLearner(_Groups):
             np.add.at(beta_sum, self.option, beta_all)
             self.age += 1
             ends = (np.random.random(n) < beta_all) | dones
-            for e in np.flatnonzero(ends):
-                durations[self.option[e]].append(int(self.age[e]))
+            np.add.at(ended, self.option[ends], 1)
+            np.add.at(ended_age, self.option[ends], self.age[ends])
             self.option[ends] = -1
             self.obs = new_obs
         steps = max(1, self.per_env)
@@ -304,7 +304,7 @@ class OptionCriticLearner(_Groups):
         for w in range(k):
             shared[f"option{w}/share"] = float(share[w] / total)
             shared[f"option{w}/termination"] = float(beta_sum[w] / share[w]) if share[w] else float("nan")
-            shared[f"option{w}/duration"] = float(np.mean(durations[w])) if durations[w] else float("nan")
+            shared[f"option{w}/duration"] = float(ended_age[w] / ended[w]) if ended[w] else float("nan")
         per_group = []
         for part, s in zip(self.parts, group_sums, strict=True):
             per_group.append({"master/termination_loss": s["termination_loss"] / steps,
@@ -390,10 +390,7 @@ class OptionCriticLearner(_Groups):
         option = np.array(option)
         need = option < 0
         if need.any():
-            best = part.critic(obs_t[need]).argmax(1).numpy()
-            explore = np.random.random(len(best)) < (self.epsilon(part) if epsilon is None else epsilon)
-            best[explore] = np.random.randint(self.k, size=int(explore.sum()))
-            option[need] = best
+            option[need] = self._pick(part, obs_t[need], self.epsilon(part) if epsilon is None else epsilon)
         logits = self.options.logits(obs_t, th.as_tensor(option))
         actions = logits.argmax(1) if greedy_actions else th.multinomial(th.softmax(logits, -1), 1).squeeze(1)
         return actions.numpy(), option
