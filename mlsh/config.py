@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import envs  # noqa: F401  (registers mlsh/* envs)
 from mlsh.groups import STAGGERS
-from mlsh.subpolicies import GROUP_WEIGHTINGS
+from mlsh.subpolicies import GROUP_WEIGHTINGS, SWITCH_BOOTSTRAPS
 
 ALGOS = ("mlsh", "shared", "scratch", "option_critic")
 OC_OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -230,6 +230,10 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
                               f"got {weighting!r}")
         if cfg.algo.subpolicy.get("minibatches") is not None:
             _int(cfg, "algo.subpolicy.minibatches", 1)
+        switch = cfg.algo.subpolicy.get("switch_bootstrap", "next")
+        if switch not in SWITCH_BOOTSTRAPS:
+            raise ConfigError(f"algo.subpolicy.switch_bootstrap must be one of {list(SWITCH_BOOTSTRAPS)}, "
+                              f"got {switch!r}")
         if cfg.algo.subpolicy.advantage_norm not in ADVANTAGE_NORMS:
             raise ConfigError(f"algo.subpolicy.advantage_norm must be one of {list(ADVANTAGE_NORMS)}, "
                               f"got {cfg.algo.subpolicy.advantage_norm!r}")

@@ -192,8 +192,10 @@ class MLSHLearner(_Groups):
         distributed.broadcast_parameters(m.policy for m in self.subs)  # the same sub-policies in every process
         self.sub_learner = SubPolicyLearner(self.subs, sub.ppo.gamma, sub.ppo.gae_lambda, sub.advantage_norm,
                                             sub.get("group_weighting", "groups"), sub.get("minibatches"),
-                                            seed=cfg.seed, n_groups=self.total_groups)
-        self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma)
+                                            seed=cfg.seed, n_groups=self.total_groups,
+                                            switch_bootstrap=sub.get("switch_bootstrap", "next"))
+        self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma,
+                                            segment_values=self.sub_learner.switch_bootstrap == "own")
         self.top_env = self.env
         self.masters: list[PPO | None] = [None] * self.n_groups
 

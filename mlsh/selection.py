@@ -37,6 +37,9 @@ class Trajectory:
     choices: np.ndarray  # index of the sub-policy that acted
     last_values: np.ndarray  # (n_envs,) value of the observation after the last step
     last_dones: np.ndarray  # (n_envs,) whether the last step ended an episode
+    # (T, n_envs) value of the observation after each step under the sub-policy that acted in it, at the last step
+    # of every macro step (NaN elsewhere); recorded only by a wrapper built with ``segment_values=True``
+    end_values: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.rewards.shape[0] * self.rewards.shape[1]
@@ -50,6 +53,7 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         macro_duration: int,
         gamma: float = 0.99,
         record: bool = True,
+        segment_values: bool = False,
     ):
         if macro_duration < 1:
             raise ValueError(f"macro_duration must be >= 1, got {macro_duration}")
@@ -60,6 +64,7 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         self.macro_duration = int(macro_duration)
         self.gamma = float(gamma)
         self.record = record
+        self.segment_values = segment_values  # record ``Trajectory.end_values`` (one value pass per macro step)
         self._box = isinstance(venv.action_space, spaces.Box)
         self._adim = action_dim(venv.action_space)
         self._obs: np.ndarray | None = None
@@ -121,6 +126,10 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
             macro_done |= dones
             self._episode_starts = dones
             self._obs = new_obs
+        if self.record and self.segment_values:
+            ends = np.full((self.macro_duration, self.num_envs), np.nan, dtype=np.float32)
+            ends[-1] = self._values(self._obs, choices)  # the reset observation where an episode ended: cut anyway
+            self._buffers["end_values"].extend(ends)
         return self._obs, macro_reward, macro_done, infos
 
     # -- sub-policy data --------------------------------------------------------------------------------------
@@ -129,13 +138,13 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         if not self._buffers["rewards"]:
             raise RuntimeError("no primitive steps recorded since the last pop_trajectory()")
         last_values = self._values(self._obs, self._choices)
-        data = {key: np.stack(value) for key, value in self._buffers.items()}
+        data = {key: np.stack(value) if value else None for key, value in self._buffers.items()}
         self._clear()
         return Trajectory(**data, last_values=last_values, last_dones=self._episode_starts.copy())
 
     def _clear(self) -> None:
         self._buffers = {key: [] for key in ("observations", "actions", "rewards", "episode_starts", "values",
-                                             "log_probs", "choices")}
+                                             "log_probs", "choices", "end_values")}
 
     def _groups(self, choices: np.ndarray):
         """(sub-policy index, env indices) for each sub-policy that is active in ``choices``."""

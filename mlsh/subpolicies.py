@@ -1,8 +1,11 @@
 """The sub-policy learner: K SB3 ``PPO`` models trained by their own ``PPO.train()`` on their share of the steps.
 
 Advantages come from GAE over the whole primitive trajectory, each step using the value of the sub-policy that
-acted (so a step just before a switch bootstraps from the next sub-policy's value, as in the original; REFERENCE.md
-1.5); then the steps are split by the sub-policy that was active and each model trains on its share.
+acted. At the end of a macro step, ``switch_bootstrap`` decides: ``next`` (the original, REFERENCE.md 1.5 and its
+issue #7) bootstraps from the next sub-policy's value and lets the GAE trace run on into the next sub-policy's
+steps; ``own`` bootstraps from the value, at the same observation, of the sub-policy that acted, and stops the trace
+there, so that each sub-policy's advantages come from its own rewards and its own value alone. Then the steps are
+split by the sub-policy that was active and each model trains on its share.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from mlsh import distributed, sb3_adapter
 from mlsh.selection import Trajectory
 
 GROUP_WEIGHTINGS = ("groups", "samples")  # how the joint groups weigh in a sub-policy update (VariableRolloutBuffer)
+SWITCH_BOOTSTRAPS = ("next", "own")  # the value a macro step's last primitive step bootstraps from (module docstring)
 
 
 def full_trajectory_gae(
@@ -24,8 +28,12 @@ def full_trajectory_gae(
     last_dones: np.ndarray,
     gamma: float,
     gae_lambda: float,
+    end_values: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """GAE over time-major (T, n_envs) arrays; returns (advantages, returns). Same convention as SB3's buffer."""
+    """GAE over time-major (T, n_envs) arrays; returns (advantages, returns). Same convention as SB3's buffer.
+
+    ``end_values`` (T, n_envs), finite at the last step of each segment and NaN elsewhere: there the step bootstraps
+    from that value instead of the next step's, and the trace stops (``switch_bootstrap=own``)."""
     T = rewards.shape[0]
     advantages = np.zeros_like(rewards, dtype=np.float32)
     last_gae = np.zeros(rewards.shape[1:], dtype=np.float32)
@@ -36,8 +44,13 @@ def full_trajectory_gae(
         else:
             next_non_terminal = 1.0 - episode_starts[t + 1].astype(np.float32)
             next_values = values[t + 1]
+        trace = next_non_terminal
+        if end_values is not None:
+            end = ~np.isnan(end_values[t])
+            next_values = np.where(end, end_values[t], next_values)
+            trace = np.where(end, 0.0, next_non_terminal)
         delta = rewards[t] + gamma * next_values * next_non_terminal - values[t]
-        last_gae = delta + gamma * gae_lambda * next_non_terminal * last_gae
+        last_gae = delta + gamma * gae_lambda * trace * last_gae
         advantages[t] = last_gae
     return advantages, advantages + values
 
@@ -53,11 +66,14 @@ class SubPolicyLearner:
 
     def __init__(self, models: list[PPO], gamma: float, gae_lambda: float, advantage_norm: str = "share",
                  group_weighting: str = "groups", minibatches: int | None = None, seed: int = 0,
-                 n_groups: int = 1):
+                 n_groups: int = 1, switch_bootstrap: str = "next"):
         if advantage_norm not in ("share", "minibatch"):
             raise ValueError(f"advantage_norm must be 'share' or 'minibatch', got {advantage_norm!r}")
         if group_weighting not in GROUP_WEIGHTINGS:
             raise ValueError(f"group_weighting must be one of {list(GROUP_WEIGHTINGS)}, got {group_weighting!r}")
+        if switch_bootstrap not in SWITCH_BOOTSTRAPS:
+            raise ValueError(f"switch_bootstrap must be one of {list(SWITCH_BOOTSTRAPS)}, got {switch_bootstrap!r}")
+        self.switch_bootstrap = switch_bootstrap
         self.models = models
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.advantage_norm = advantage_norm
@@ -89,8 +105,12 @@ class SubPolicyLearner:
         group's share of each sub-policy (the original normalised per worker and sub-policy); the batch lists the
         groups' steps group by group, with ``group_sizes`` and ``group_ids``.
         """
-        advantages, returns = full_trajectory_gae(traj.rewards, traj.values, traj.episode_starts,
-                                                  traj.last_values, traj.last_dones, self.gamma, self.gae_lambda)
+        if self.switch_bootstrap == "own" and traj.end_values is None:
+            raise ValueError("switch_bootstrap='own' needs the trajectory's end_values: build the selection wrapper "
+                             "with segment_values=True")
+        end_values = traj.end_values if self.switch_bootstrap == "own" else None
+        advantages, returns = full_trajectory_gae(traj.rewards, traj.values, traj.episode_starts, traj.last_values,
+                                                  traj.last_dones, self.gamma, self.gae_lambda, end_values)
 
         def flat(a: np.ndarray) -> np.ndarray:
             return a.reshape(-1, *a.shape[2:])

@@ -57,6 +57,7 @@ def test_baseline_configs_compose(compose, algo):
         ("schedule.n_groups=0", "schedule.n_groups must be an integer >= 1, got 0"),
         ("schedule.stagger=random", "schedule.stagger must be one of ['original', 'wrapped'], got 'random'"),
         ("algo.subpolicy.group_weighting=mean", "algo.subpolicy.group_weighting must be one of ['groups', 'samples']"),
+        ("algo.subpolicy.switch_bootstrap=last", "algo.subpolicy.switch_bootstrap must be one of ['next', 'own']"),
         ("algo.subpolicy.minibatches=0", "algo.subpolicy.minibatches must be an integer >= 1, got 0"),
     ],
 )

@@ -7,10 +7,10 @@ from mlsh.selection import SubPolicySelectionVecEnv
 from tests.helpers import ConstantPolicy, CountEnv
 
 
-def wrapper(n_envs=2, limit=20, n=10, gamma=0.5, values=(0.5, 1.5)):
+def wrapper(n_envs=2, limit=20, n=10, gamma=0.5, values=(0.5, 1.5), segment_values=False):
     venv = DummyVecEnv([lambda: CountEnv(limit) for _ in range(n_envs)])
     subs = [ConstantPolicy(action=k + 1, value=v) for k, v in enumerate(values)]
-    return SubPolicySelectionVecEnv(venv, subs, macro_duration=n, gamma=gamma), subs
+    return SubPolicySelectionVecEnv(venv, subs, macro_duration=n, gamma=gamma, segment_values=segment_values), subs
 
 
 def test_macro_step_runs_the_chosen_subpolicy_for_n_steps_and_sums_rewards():
@@ -59,6 +59,24 @@ def test_trajectory_records_every_primitive_step_with_truncation_bootstrap():
     np.testing.assert_array_equal(traj.observations[:, 0, 0], np.arange(20))
     with pytest.raises(RuntimeError, match="no primitive steps"):
         env.pop_trajectory()
+
+
+def test_segment_values_are_the_acting_subpolicys_value_at_each_macro_steps_end():
+    env, subs = wrapper(limit=40, n=5, segment_values=True)
+    env.reset()
+    env.step(np.array([0, 1]))
+    env.step(np.array([1, 1]))
+    traj = env.pop_trajectory()
+    assert traj.end_values.shape == (10, 2)
+    ends = ~np.isnan(traj.end_values)
+    np.testing.assert_array_equal(ends[:, 0], [0, 0, 0, 0, 1] * 2)  # the last step of each macro step only
+    np.testing.assert_array_equal(ends[:, 0], ends[:, 1])
+    np.testing.assert_array_equal(traj.end_values[4], [0.5, 1.5])  # env 0 switches 0 -> 1: sub-policy 0's value
+    np.testing.assert_array_equal(traj.end_values[9], [1.5, 1.5])
+    plain, _ = wrapper(limit=40, n=5)
+    plain.reset()
+    plain.step(np.array([0, 1]))
+    assert plain.pop_trajectory().end_values is None  # recorded only when asked: one value pass per macro step
 
 
 def test_episode_ending_inside_a_macro_step_is_reported_at_its_end():

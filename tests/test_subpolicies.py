@@ -45,6 +45,35 @@ def test_gae_bootstraps_across_a_switch_from_the_next_subpolicys_value():
     assert adv[0, 0] == pytest.approx(0.5 * 5.0 - 1.0)
 
 
+def test_gae_with_own_switch_bootstrap_stops_the_trace_at_each_segments_end():
+    g, lam = 0.9, 0.8
+    r = np.array([[1.0], [0.0], [2.0], [0.5]])
+    v = np.array([[0.5], [0.2], [7.0], [6.0]])  # steps 0-1 by sub-policy 0, steps 2-3 by sub-policy 1
+    ends = np.array([[np.nan], [0.4], [np.nan], [0.3]])  # sub-policy 0's value after step 1; last_values after 3
+    adv, ret = full_trajectory_gae(r, v, np.zeros((4, 1)), np.array([0.3]), np.array([False]), g, lam, ends)
+    d3 = 0.5 + g * 0.3 - 6.0
+    d2 = 2.0 + g * 6.0 - 7.0
+    d1 = 0.0 + g * 0.4 - 0.2  # its own value 0.4, not sub-policy 1's 7.0
+    d0 = 1.0 + g * 0.2 - 0.5
+    np.testing.assert_allclose(adv[:, 0], [d0 + g * lam * d1, d1, d2 + g * lam * d3, d3], rtol=1e-6)
+    np.testing.assert_allclose(ret, adv + v, rtol=1e-6)
+    starts = np.array([[0.0], [0.0], [1.0], [0.0]])  # an episode ends at the switch: no bootstrap at all
+    adv, _ = full_trajectory_gae(r, v, starts, np.array([0.3]), np.array([False]), g, lam, ends)
+    assert adv[1, 0] == pytest.approx(0.0 - 0.2)
+    nan_free = np.full((4, 1), np.nan)
+    np.testing.assert_array_equal(  # no segment ends: the plain full-trajectory GAE
+        full_trajectory_gae(r, v, starts, np.array([0.3]), np.array([False]), g, lam, nan_free)[0],
+        full_trajectory_gae(r, v, starts, np.array([0.3]), np.array([False]), g, lam)[0])
+
+
+def test_own_switch_bootstrap_needs_end_values_and_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="switch_bootstrap must be one of"):
+        SubPolicyLearner(_models(), gamma=0.99, gae_lambda=0.98, switch_bootstrap="previous")
+    learner = SubPolicyLearner(_models(), gamma=0.99, gae_lambda=0.98, switch_bootstrap="own")
+    with pytest.raises(ValueError, match="segment_values=True"):
+        learner.batches(_trajectory())
+
+
 def test_split_by_subpolicy_partitions_flat_indices():
     choices = np.array([[0, 1], [0, 1], [2, 1]])  # (T=3, n_envs=2), flattened row-major
     parts = split_by_subpolicy(choices, 4)
