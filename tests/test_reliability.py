@@ -187,6 +187,9 @@ def test_signals_are_forwarded_to_a_launchers_handlers_sigusr2_first():
             assert signals.forward(["SIGTERM", "SIGUSR2"]) is None  # both launcher handlers returned: go on
             assert calls == ["requeue", "bypass"] and signals.pending == []
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Python's own Ctrl-C handler, as in a terminal: a shell without job control starts background jobs with
+        # SIGINT ignored, and an ignored signal stays ignored (checked below)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with _StopSignals() as signals:
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGUSR2)
@@ -206,6 +209,21 @@ def test_signals_are_forwarded_to_a_launchers_handlers_sigusr2_first():
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def test_an_ignored_signal_stays_ignored():
+    from mlsh.train import _StopSignals
+
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. a job started in the background by a script
+        with _StopSignals() as signals:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            assert signals.pending == []
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def test_a_run_folder_killed_before_its_first_checkpoint_is_started_over_by_run_py(reference, tmp_path):
