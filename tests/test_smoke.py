@@ -233,6 +233,27 @@ def test_transfer_benchmark_runs_end_to_end_and_prints_the_table(tmp_path):
     assert "four_rooms transfer" in proc.stdout and (tmp_path / "seed0" / "transfer.png").exists()
 
 
+def test_transfer_benchmark_adds_a_baseline_to_a_seed_done_before(tmp_path):
+    bench = ("-m", "mlsh.benchmarks.transfer", "--env", "four_rooms", "--seed", "0", "--out", str(tmp_path))
+    small = ("--tasks", "1", "--updates", "1")
+    missing = subprocess.run([sys.executable, *bench, *small, "--add", "--baselines", "scratch"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "seed0/summary.json does not exist" in missing.stderr
+    run(*bench, *small, "--minutes", "0.01", "--baselines", "", "schedule.rollout_steps=400", "schedule.n_envs=4",
+        "schedule.warmup_iters=1", "schedule.joint_iters=1")
+    before = json.loads((tmp_path / "seed0" / "summary.json").read_text())
+    metrics = (tmp_path / "seed0" / "mlsh" / "metrics.jsonl").read_bytes()
+    assert set(before["final"]) == {"mlsh"}
+    other = subprocess.run([sys.executable, *bench, "--tasks", "2", "--updates", "1", "--add", "--baselines",
+                            "scratch"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert other.returncode != 0 and "not --tasks 2 --updates 1" in other.stderr
+    run(*bench, *small, "--add", "--baselines", "scratch")
+    after = json.loads((tmp_path / "seed0" / "summary.json").read_text())
+    assert set(after["final"]) == {"mlsh", "scratch"}
+    assert after["curves"]["mlsh"] == before["curves"]["mlsh"] and after["training"] == before["training"]
+    assert (tmp_path / "seed0" / "mlsh" / "metrics.jsonl").read_bytes() == metrics  # not trained again
+
+
 def test_subpolicy_paths_of_an_ant_run(tmp_path):
     run_dir = tmp_path / "ant"
     run("run.py", "env=ant_two_walk", "schedule=smoke", "schedule.rollout_steps=400", "logger.mode=disabled",

@@ -68,19 +68,40 @@ def oracle_return(cfg, seed: int, n_tasks: int) -> float | None:
     return float(np.mean(means))
 
 
+def done_before(base: Path, n_tasks: int, n_updates: int) -> tuple[dict, dict]:
+    """For ``--add``: the training figures and the evaluations of a seed that ran before, checked against the
+    protocol asked now."""
+    path = base / "summary.json"
+    if not path.exists():
+        raise SystemExit(f"--add: {path} does not exist; run the seed without --add first")
+    summary = json.loads(path.read_text())
+    if (summary["n_tasks"], summary["n_updates"]) != (n_tasks, n_updates):
+        raise SystemExit(f"--add: {path} was evaluated on {summary['n_tasks']} tasks with {summary['n_updates']} "
+                         f"updates, not --tasks {n_tasks} --updates {n_updates}")
+    return summary["training"], {a: json.loads((base / a / "eval.json").read_text()) for a in summary["curves"]}
+
+
 def run_seed(env: str, seed: int, out: Path, minutes: float, target: float | None, n_tasks: int, n_updates: int,
-             baselines: list[str], overrides: list[str]) -> dict:
+             baselines: list[str], overrides: list[str], add: bool = False) -> dict:
+    """One seed; with ``add``, a seed done before keeps its runs and evaluations and only the baselines it lacks
+    are trained and evaluated."""
     base = out / f"seed{seed}"
-    stop = [f"schedule.target_return={target}", "schedule.n_tasks=100000"] if target is not None else []
-    trained = {"mlsh": train(env, "mlsh", seed, base / "mlsh", f"schedule.max_minutes={minutes}", *stop, *overrides)}
+    if add:
+        trained, results = done_before(base, n_tasks, n_updates)
+        baselines = [b for b in baselines if b not in results]
+    else:
+        stop = [f"schedule.target_return={target}", "schedule.n_tasks=100000"] if target is not None else []
+        trained = {"mlsh": train(env, "mlsh", seed, base / "mlsh", f"schedule.max_minutes={minutes}", *stop,
+                                 *overrides)}
+        results = {}
     for algo in ("shared", "option_critic"):
         if algo in baselines:
             trained[algo] = train(env, algo, seed, base / algo, f"schedule.n_tasks={trained['mlsh']['tasks']}",
                                   *[o for o in overrides if not o.startswith(("schedule.n_tasks", "algo."))])
-    results = {}
     for algo in trained:
-        print(f"evaluating {algo} (seed {seed})", flush=True)
-        results[algo] = evaluate_run(base / algo, n_tasks, n_updates)
+        if algo not in results:
+            print(f"evaluating {algo} (seed {seed})", flush=True)
+            results[algo] = evaluate_run(base / algo, n_tasks, n_updates)
     cfg = load_run_config(base / "mlsh")
     if "scratch" in baselines:
         scratch_cfg = cfg.copy()
@@ -172,13 +193,16 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20, help="held-out tasks")
     parser.add_argument("--updates", type=int, default=10, help="master updates on each held-out task")
     parser.add_argument("--baselines", default="shared,scratch", help="comma-separated: shared, scratch, option_critic")
+    parser.add_argument("--add", action="store_true",
+                        help="with --seed: keep each seed's runs and evaluations, add the baselines it lacks")
     parser.add_argument("overrides", nargs="*", help="extra run.py overrides for MLSH and shared training")
     args = parser.parse_args()
     out = args.out or ROOT / "outputs" / "bench" / f"{args.env}_transfer"
     os.environ.setdefault("WANDB_MODE", "offline")
     baselines = [b for b in args.baselines.split(",") if b]
     for seed in args.seed or []:
-        run_seed(args.env, seed, out, args.minutes, args.target, args.tasks, args.updates, baselines, args.overrides)
+        run_seed(args.env, seed, out, args.minutes, args.target, args.tasks, args.updates, baselines, args.overrides,
+                 args.add)
     report(out)
 
 
