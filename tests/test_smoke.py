@@ -281,3 +281,30 @@ def test_four_rooms_primitives_bound():
     oracle104, greedy104 = float(every[0]), float(every[2])
     assert goal_cells4 == pytest.approx(oracle4, abs=0.5)  # one go-to primitive per goal serves the four goals
     assert greedy104 < 0.2 * oracle104  # no four goal-blind primitives serve every cell
+
+
+def test_four_rooms_primitives_scores_stochastic_subpolicies_exactly():
+    from mlsh.benchmarks.four_rooms_primitives import (go_to_policies, macro_model, macro_model_stochastic,
+                                                       transition_matrices)
+
+    P = transition_matrices()
+    go_to_68 = go_to_policies(P)[:, 68]
+    one_hot = np.eye(P.shape[0])[go_to_68]  # the deterministic primitive as action probabilities
+    for a, b in zip(macro_model(P, go_to_68, 25), macro_model_stochastic(P, one_hot, 25)):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    uniform = np.full((P.shape[1], P.shape[0]), 1.0 / P.shape[0])
+    M, R = macro_model_stochastic(P, uniform, 1)
+    np.testing.assert_allclose(M, P.mean(axis=0), atol=1e-12)  # one step of a uniform policy
+    np.testing.assert_allclose(R, P.mean(axis=0), atol=1e-12)  # expected steps on each goal cell after one step
+    assert np.allclose(M.sum(axis=1), 1.0)
+
+
+def test_four_rooms_primitives_scores_a_runs_subpolicies(tmp_path):
+    run("run.py", "env=four_rooms", "schedule=smoke", "logger.mode=disabled", "progress_bar=false",
+        f"hydra.run.dir={tmp_path}")
+    lines = run("-m", "mlsh.benchmarks.four_rooms_primitives", "--run", str(tmp_path)).stdout.splitlines()
+    rows = {line[:16].strip(): line[16:].split() for line in lines[2:]}
+    assert set(rows) == {"sub-policy 0", "sub-policy 1", "sub-policy 2", "sub-policy 3", "best master", "oracle"}
+    best, oracle = np.array(rows["best master"][:4], float), np.array(rows["oracle"][:4], float)
+    alone = np.array([rows[f"sub-policy {k}"] for k in range(4)], float)
+    assert np.all(best >= alone.max(axis=0) - 0.11) and np.all(best <= oracle + 0.11)  # (printed to 0.1)

@@ -1,6 +1,7 @@
 """How well can goal-blind sub-policies serve FourRooms goals? Exact answers from the env's transition model:
 
     python -m mlsh.benchmarks.four_rooms_primitives
+    python -m mlsh.benchmarks.four_rooms_primitives --run <run dir>   # what a run's sub-policies serve
 
 Sub-policies do not see the goal: each is a fixed policy over cells. A master that knows the goal (it is trained
 per task) picks one of K of them every N steps. For a set of K primitives, the best such master's expected
@@ -82,14 +83,55 @@ def greedy_cells(candidates: dict[int, tuple], k: int, goals: list[int], start: 
     return chosen
 
 
+def macro_model_stochastic(P: np.ndarray, probs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``macro_model`` for a stochastic primitive, ``probs[s, a]`` its action probabilities in each cell."""
+    step = np.einsum("sa,ast->st", probs, P)
+    M, R = np.eye(N_CELLS), np.zeros((N_CELLS, N_CELLS))
+    for _ in range(n):
+        M = M @ step
+        R += M
+    return M, R
+
+
+def run_subpolicies(run: str, P: np.ndarray, start: int, goals: list[int], episode: int, n: int) -> None:
+    """Each sub-policy of a run's latest good checkpoint, as it acts (its action probabilities in every cell), run
+    alone for a whole episode, and the best goal-aware master over all of them: exact expected returns per goal."""
+    import torch as th
+
+    from mlsh.media import load_hierarchy
+
+    h, _ = load_hierarchy(run)
+    env = h.make_env().unwrapped
+    obs = h.normalize(np.stack([env.obs_at(c) for c in range(N_CELLS)]).astype(np.float32))
+    subs = []
+    for model in h.subs:
+        with th.no_grad():
+            tensor, _ = model.policy.obs_to_tensor(obs)
+            subs.append(model.policy.get_distribution(tensor).distribution.probs.cpu().numpy())
+    models = [macro_model_stochastic(P, probs, n) for probs in subs]
+    oracle = oracle_returns(P, episode)[start, goals]
+    print(f"{run}: each sub-policy alone for a {episode}-step episode from cell {start}, and the best master over "
+          f"them (N={n}), expected return per goal")
+    print(f"{'':<16}" + "".join(f"{'goal ' + str(g):>10}" for g in goals))
+    for k, (M, R) in enumerate(models):
+        alone = macro_model_stochastic(P, subs[k], episode)[1][start, goals]
+        print(f"{'sub-policy ' + str(k):<16}" + "".join(f"{v:>10.1f}" for v in alone))
+    best = master_returns(models, episode // n)[start, goals]
+    print(f"{'best master':<16}" + "".join(f"{v:>10.1f}" for v in best) + f"   mean {best.mean():.1f}")
+    print(f"{'oracle':<16}" + "".join(f"{v:>10.1f}" for v in oracle) + f"   mean {oracle.mean():.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=4, help="number of sub-policies (default 4, the paper's)")
     parser.add_argument("--n", type=int, default=25, help="macro duration N (default 25)")
     parser.add_argument("--episode", type=int, default=100, help="episode length (default 100)")
     parser.add_argument("--start", type=int, default=62, help="start cell (default 62, the env's)")
+    parser.add_argument("--run", help="an MLSH FourRooms run folder: score its sub-policies per goal instead")
     args = parser.parse_args()
     P = transition_matrices()
+    if args.run:
+        return run_subpolicies(args.run, P, args.start, list(ORIGINAL_GOALS), args.episode, args.n)
     decisions = args.episode // args.n
     oracle = oracle_returns(P, args.episode)
     go_to = go_to_policies(P)
