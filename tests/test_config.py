@@ -29,8 +29,9 @@ def test_env_files_set_their_task_groups_and_mlsh_settings(compose):
     assert (fr.schedule.n_groups, fr.schedule.joint_iters, fr.algo.master.random_pick_prob) == (1, 5, 0.05)
     paper = compose("experiment=four_rooms_paper")
     assert (paper.schedule.n_groups, paper.schedule.joint_iters, paper.algo.master.random_pick_prob) == (10, 30, 0.1)
-    assert compose("env=four_rooms").algo.subpolicy.minibatches == 15  # env files come after algo
-    assert compose("env=four_rooms", "algo.subpolicy.minibatches=null").algo.subpolicy.minibatches is None
+    assert (fr.algo.subpolicy.minibatches, paper.algo.subpolicy.minibatches) == (None, 15)
+    assert compose("env=ant_two_walk").algo.subpolicy.minibatches == 15  # env files come after algo
+    assert compose("env=ant_two_walk", "algo.subpolicy.minibatches=null").algo.subpolicy.minibatches is None
     assert compose("env=movement_bandits").schedule.n_groups == 1
 
 
