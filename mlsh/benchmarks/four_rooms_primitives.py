@@ -113,8 +113,8 @@ def run_subpolicies(run: str, P: np.ndarray, start: int, goals: list[int], episo
     print(f"{run}: each sub-policy alone for a {episode}-step episode from cell {start}, and the best master over "
           f"them (N={n}), expected return per goal")
     print(f"{'':<16}" + "".join(f"{'goal ' + str(g):>10}" for g in goals))
-    for k, (M, R) in enumerate(models):
-        alone = macro_model_stochastic(P, subs[k], episode)[1][start, goals]
+    for k, probs in enumerate(subs):
+        alone = macro_model_stochastic(P, probs, episode)[1][start, goals]
         print(f"{'sub-policy ' + str(k):<16}" + "".join(f"{v:>10.1f}" for v in alone))
     best = master_returns(models, episode // n)[start, goals]
     print(f"{'best master':<16}" + "".join(f"{v:>10.1f}" for v in best) + f"   mean {best.mean():.1f}")
