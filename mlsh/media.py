@@ -84,13 +84,17 @@ class Hierarchy:
         return gym.make(self.cfg.env.id, **kwargs)
 
 
-def most_likely(model: Any, obs: np.ndarray, normalize: Callable = identity) -> np.ndarray:
-    """The action of highest probability of a discrete SB3 policy for each row of ``obs`` (no sampling)."""
+def action_probs(model: Any, obs: np.ndarray, normalize: Callable = identity) -> np.ndarray:
+    """(rows, actions): a discrete SB3 policy's action probabilities for each row of ``obs``."""
     policy = model.policy
     with th.no_grad():
         tensor, _ = policy.obs_to_tensor(normalize(np.asarray(obs, dtype=np.float32)))
-        probs = policy.get_distribution(tensor).distribution.probs
-    return probs.argmax(dim=-1).cpu().numpy()
+        return policy.get_distribution(tensor).distribution.probs.cpu().numpy()
+
+
+def most_likely(model: Any, obs: np.ndarray, normalize: Callable = identity) -> np.ndarray:
+    """The action of highest probability of a discrete SB3 policy for each row of ``obs`` (no sampling)."""
+    return action_probs(model, obs, normalize).argmax(axis=-1)
 
 
 # -- the 2D envs: MovementBandits, KeyDoor ------------------------------------------------------------------------

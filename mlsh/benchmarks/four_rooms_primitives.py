@@ -58,7 +58,16 @@ def go_to_policies(P: np.ndarray, gamma: float = 0.95, iterations: int = 300) ->
 
 def macro_model(P: np.ndarray, policy: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(M, R): the n-step transition matrix of a primitive and ``R[s, g]``, its expected steps on goal g."""
-    step = P[policy, np.arange(N_CELLS)]  # (s, s')
+    return n_steps(P[policy, np.arange(N_CELLS)], n)
+
+
+def macro_model_stochastic(P: np.ndarray, probs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``macro_model`` for a stochastic primitive, ``probs[s, a]`` its action probabilities in each cell."""
+    return n_steps(np.einsum("sa,ast->st", probs, P), n)
+
+
+def n_steps(step: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(M, R) of n steps of the one-step transition matrix ``step[s, s']``."""
     M, R = np.eye(N_CELLS), np.zeros((N_CELLS, N_CELLS))
     for _ in range(n):
         M = M @ step
@@ -83,31 +92,15 @@ def greedy_cells(candidates: dict[int, tuple], k: int, goals: list[int], start: 
     return chosen
 
 
-def macro_model_stochastic(P: np.ndarray, probs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``macro_model`` for a stochastic primitive, ``probs[s, a]`` its action probabilities in each cell."""
-    step = np.einsum("sa,ast->st", probs, P)
-    M, R = np.eye(N_CELLS), np.zeros((N_CELLS, N_CELLS))
-    for _ in range(n):
-        M = M @ step
-        R += M
-    return M, R
-
-
 def run_subpolicies(run: str, P: np.ndarray, start: int, goals: list[int], episode: int, n: int) -> None:
     """Each sub-policy of a run's latest good checkpoint, as it acts (its action probabilities in every cell), run
     alone for a whole episode, and the best goal-aware master over all of them: exact expected returns per goal."""
-    import torch as th
-
-    from mlsh.media import load_hierarchy
+    from mlsh.media import action_probs, load_hierarchy
 
     h, _ = load_hierarchy(run)
     env = h.make_env().unwrapped
-    obs = h.normalize(np.stack([env.obs_at(c) for c in range(N_CELLS)]).astype(np.float32))
-    subs = []
-    for model in h.subs:
-        with th.no_grad():
-            tensor, _ = model.policy.obs_to_tensor(obs)
-            subs.append(model.policy.get_distribution(tensor).distribution.probs.cpu().numpy())
+    obs = np.stack([env.obs_at(c) for c in range(N_CELLS)])
+    subs = [action_probs(model, obs, h.normalize) for model in h.subs]
     models = [macro_model_stochastic(P, probs, n) for probs in subs]
     oracle = oracle_returns(P, episode)[start, goals]
     print(f"{run}: each sub-policy alone for a {episode}-step episode from cell {start}, and the best master over "
