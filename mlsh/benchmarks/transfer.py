@@ -131,7 +131,7 @@ def report(out: Path) -> None:
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("seed*/summary.json"))]
     if not rows:
         raise SystemExit(f"no seed*/summary.json under {out}")
-    algos = list(rows[0]["final"])
+    algos = list(dict.fromkeys(a for r in rows for a in r["final"]))  # a seed may lack one (--add part way)
     print(f"{rows[0]['env']} transfer: mean episode return on {rows[0]['n_tasks']} held-out tasks after "
           f"{rows[0]['n_updates']} updates (each update on one rollout of the training size)")
     head = f"{'seed':>4} " + " ".join(f"{a:>8}" for a in algos) + f" {'oracle':>7} "
@@ -139,13 +139,15 @@ def report(out: Path) -> None:
     print(head)
     for r in rows:
         t, oracle = r["training"]["mlsh"], r["oracle"]
-        line = f"{r['seed']:>4} " + " ".join(f"{r['final'][a]:>8.1f}" for a in algos)
-        line += f" {oracle:>7.1f} " + " ".join(f"{r['final'][a] / oracle:>10.2f}" for a in algos) if oracle else \
+        final = r["final"]
+        line = f"{r['seed']:>4} " + " ".join(f"{final[a]:>8.1f}" if a in final else f"{'-':>8}" for a in algos)
+        line += f" {oracle:>7.1f} " + " ".join(f"{final[a] / oracle:>10.2f}" if a in final else f"{'-':>10}"
+                                               for a in algos) if oracle else \
             f" {'-':>7} " + " ".join(f"{'-':>10}" for _ in algos)
         line += f" {t['minutes']:>9.1f} {t['tasks']:>6} {t['steps'] / 1e6:>8.2f}"
         print(line)
     for r in rows:
-        for a in algos:
+        for a in (a for a in algos if a in r["curves"]):
             print(f"seed {r['seed']} {a:>7} curve (0..{r['n_updates']} updates): "
                   + " ".join(f"{v:.1f}" for v in r["curves"][a]))
     print(f"wrote {plot_seeds(rows, out / 'transfer_seeds.png')}")
@@ -160,11 +162,11 @@ def plot_seeds(rows: list[dict], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, algo in enumerate(rows[0]["curves"]):
-        curves = np.array([r["curves"][algo] for r in rows], dtype=float)
+    for i, algo in enumerate(dict.fromkeys(a for r in rows for a in r["curves"])):
+        curves = np.array([r["curves"][algo] for r in rows if algo in r["curves"]], dtype=float)
         x = np.arange(curves.shape[1])
         color = f"C{i}"
-        ax.plot(x, curves.mean(axis=0), marker="o", ms=3, color=color, label=f"{algo} (mean of {len(rows)} seeds)")
+        ax.plot(x, curves.mean(axis=0), marker="o", ms=3, color=color, label=f"{algo} (mean of {len(curves)} seeds)")
         ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.2)
         for c in curves:
             ax.plot(x, c, color=color, lw=0.6, alpha=0.5)
