@@ -254,6 +254,29 @@ def test_transfer_benchmark_adds_a_baseline_to_a_seed_done_before(tmp_path):
     assert (tmp_path / "seed0" / "mlsh" / "metrics.jsonl").read_bytes() == metrics  # not trained again
 
 
+def test_transfer_report_with_a_baseline_on_some_seeds_only(tmp_path, capsys):
+    """Part way through ``--add`` over the seeds: the table prints '-' where a seed lacks an algorithm, and the
+    figure's mean of that algorithm is over the seeds that have it."""
+    from mlsh.benchmarks import transfer
+
+    def summary(seed, curves):
+        return {"env": "four_rooms", "seed": seed, "oracle": 50.0, "n_tasks": 2, "n_updates": 1, "curves": curves,
+                "final": {k: v[-1] for k, v in curves.items()},
+                "training": {"mlsh": {"tasks": 3, "steps": 1000, "minutes": 1.0}}}
+
+    rows = [summary(0, {"mlsh": [10.0, 40.0], "option_critic": [5.0, 30.0]}), summary(1, {"mlsh": [20.0, 45.0]})]
+    for r in rows:
+        (tmp_path / f"seed{r['seed']}").mkdir()
+        (tmp_path / f"seed{r['seed']}" / "summary.json").write_text(json.dumps(r))
+    transfer.report(tmp_path)
+    out = capsys.readouterr().out.splitlines()
+    table = {line.split()[0]: line.split() for line in out if line.split() and line.split()[0] in ("0", "1")}
+    assert table["0"][1:3] == ["40.0", "30.0"] and table["0"][4:6] == ["0.80", "0.60"]
+    assert table["1"][1:3] == ["45.0", "-"] and table["1"][4:6] == ["0.90", "-"]
+    assert sum("option_critic curve" in line for line in out) == 1
+    assert (tmp_path / "transfer_seeds.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_subpolicy_paths_of_an_ant_run(tmp_path):
     run_dir = tmp_path / "ant"
     run("run.py", "env=ant_two_walk", "schedule=smoke", "schedule.rollout_steps=400", "logger.mode=disabled",
@@ -284,13 +307,17 @@ def test_four_rooms_primitives_bound():
 
 
 def test_four_rooms_primitives_scores_stochastic_subpolicies_exactly():
-    from mlsh.benchmarks.four_rooms_primitives import (go_to_policies, macro_model, macro_model_stochastic,
-                                                       transition_matrices)
+    from mlsh.benchmarks.four_rooms_primitives import (
+        go_to_policies,
+        macro_model,
+        macro_model_stochastic,
+        transition_matrices,
+    )
 
     P = transition_matrices()
     go_to_68 = go_to_policies(P)[:, 68]
     one_hot = np.eye(P.shape[0])[go_to_68]  # the deterministic primitive as action probabilities
-    for a, b in zip(macro_model(P, go_to_68, 25), macro_model_stochastic(P, one_hot, 25)):
+    for a, b in zip(macro_model(P, go_to_68, 25), macro_model_stochastic(P, one_hot, 25), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-12)
     uniform = np.full((P.shape[1], P.shape[0]), 1.0 / P.shape[0])
     M, R = macro_model_stochastic(P, uniform, 1)
