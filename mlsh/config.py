@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import gymnasium as gym
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 import envs  # noqa: F401  (registers mlsh/* envs)
@@ -82,10 +84,19 @@ def _option_critic(cfg: DictConfig, processes: int) -> None:
             raise ConfigError(f"algo.{key} must be a list of layer widths >= 1 ([] for linear), got {arch!r}")
     env = gym.make(cfg.env.id, **(OmegaConf.to_container(cfg.env.kwargs) if cfg.env.get("kwargs") else {}))
     action_space = env.action_space
+    obs, _ = env.reset(seed=0)
     env.close()
     if not isinstance(action_space, gym.spaces.Discrete):
         raise ConfigError(f"algo=option_critic needs discrete actions (as FourRooms'); env={cfg.env.name} has "
                           f"{action_space}")
+    obs = np.asarray(obs, dtype=np.float64)
+    one_hot = bool(np.isin(obs, (0.0, 1.0)).all() and obs.sum() == 1.0)
+    linear = [key for key in ("policy_net_arch", "termination_net_arch", "critic_net_arch") if not cfg.algo[key]]
+    if linear and not one_hot:
+        warnings.warn(f"algo=option_critic on env={cfg.env.name}: {', '.join('algo.' + k for k in linear)} = [] "
+                      "makes bias-free linear maps of the observation, a table only on one-hot observations such as "
+                      f"FourRooms'; {cfg.env.name}'s are not one-hot: set hidden layers (e.g. "
+                      f"algo.{linear[0]}=[64,64]) and smaller learning rates", stacklevel=2)
 
 
 def _env_kwargs(cfg: DictConfig) -> None:

@@ -59,7 +59,10 @@ def transfer(cfg: DictConfig, ckpt: Path | None, n_tasks: int, n_updates: int, s
             learner.load(ckpt)  # fine-tune from the meta-trained policy, independently for every task
         learner.start_task(task)
         curve = []
-        for _ in range(n_updates + 1):  # the return after 0, 1, ..., n_updates updates
+        # Point u: the mean return of rollout u, after u * rollout_steps primitive steps on the task. MLSH and PPO
+        # collect it and then update (the return after u updates); option-critic learns within the rollout, so its
+        # point u already includes that rollout's online learning. The x axis is equal primitive steps either way.
+        for _ in range(n_updates + 1):
             learner.iterate(joint=False)
             returns = venv.pop()
             curve.append(float(np.mean(returns)) if returns else float("nan"))

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -40,6 +41,20 @@ def test_baseline_configs_compose(compose, algo):
     cfg = compose(f"algo={algo}")
     validate(cfg)
     assert cfg.algo.name == algo
+
+
+def test_option_critic_warns_when_its_linear_nets_meet_observations_that_are_not_one_hot(compose):
+    with pytest.warns(UserWarning, match=r"algo=option_critic on env=key_door: algo.policy_net_arch, "
+                      r"algo.termination_net_arch, algo.critic_net_arch = \[\] .* not one-hot"):
+        validate(compose("env=key_door", "algo=option_critic"))
+    with pytest.warns(UserWarning, match=r"env=key_door: algo.critic_net_arch = \[\]"):
+        validate(compose("env=key_door", "algo=option_critic", "algo.policy_net_arch=[64]",
+                         "algo.termination_net_arch=[64]"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FourRooms' one-hot cells: the tables the defaults are for
+        validate(compose("env=four_rooms", "algo=option_critic"))
+        validate(compose("env=key_door", "algo=option_critic", "algo.policy_net_arch=[64]",
+                         "algo.termination_net_arch=[64]", "algo.critic_net_arch=[64]"))
 
 
 @pytest.mark.parametrize(
