@@ -274,7 +274,14 @@ def test_transfer_report_with_a_baseline_on_some_seeds_only(tmp_path, capsys):
     assert table["0"][1:3] == ["40.0", "30.0"] and table["0"][4:6] == ["0.80", "0.60"]
     assert table["1"][1:3] == ["45.0", "-"] and table["1"][4:6] == ["0.90", "-"]
     assert sum("option_critic curve" in line for line in out) == 1
+    assert "seed 0 meta-training: mlsh 0.00 M steps, 3 tasks, 1.0 min" in out
     assert (tmp_path / "transfer_seeds.png").read_bytes()[:4] == b"\x89PNG"
+    # the figure's primitive-step axis: steps per update from the summary, or from MLSH's evaluation beside it
+    assert transfer.rollout_steps({"rollout_steps": 3200}) == 3200
+    assert transfer.rollout_steps({"_dir": tmp_path / "seed0"}) is None
+    (tmp_path / "seed0" / "mlsh").mkdir()
+    (tmp_path / "seed0" / "mlsh" / "eval.json").write_text(json.dumps({"rollout_steps": 400}))
+    assert transfer.rollout_steps({"_dir": tmp_path / "seed0"}) == 400
 
 
 def test_subpolicy_paths_of_an_ant_run(tmp_path):

@@ -122,13 +122,14 @@ def run_seed(env: str, seed: int, out: Path, minutes: float, target: float | Non
         "final": {k: v["mean_return"][-1] for k, v in results.items()},
         "n_tasks": n_tasks,
         "n_updates": n_updates,
+        "rollout_steps": results["mlsh"]["rollout_steps"],
     }
     (base / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def report(out: Path) -> None:
-    rows = [json.loads(p.read_text()) for p in sorted(out.glob("seed*/summary.json"))]
+    rows = [json.loads(p.read_text()) | {"_dir": p.parent} for p in sorted(out.glob("seed*/summary.json"))]
     if not rows:
         raise SystemExit(f"no seed*/summary.json under {out}")
     algos = list(dict.fromkeys(a for r in rows for a in r["final"]))  # a seed may lack one (--add part way)
@@ -147,10 +148,23 @@ def report(out: Path) -> None:
         line += f" {t['minutes']:>9.1f} {t['tasks']:>6} {t['steps'] / 1e6:>8.2f}"
         print(line)
     for r in rows:
+        print(f"seed {r['seed']} meta-training: " + "; ".join(
+            f"{a} {t['steps'] / 1e6:.2f} M steps, {t['tasks']} tasks, {t['minutes']:.1f} min"
+            for a, t in r["training"].items()))
+    for r in rows:
         for a in (a for a in algos if a in r["curves"]):
             print(f"seed {r['seed']} {a:>7} curve (0..{r['n_updates']} updates): "
                   + " ".join(f"{v:.1f}" for v in r["curves"][a]))
     print(f"wrote {plot_seeds(rows, out / 'transfer_seeds.png')}")
+
+
+def rollout_steps(row: dict) -> int | None:
+    """Primitive steps per held-out update: in the summary, or (summaries written before it was) in MLSH's
+    evaluation beside it."""
+    if "rollout_steps" in row:
+        return row["rollout_steps"]
+    path = row.get("_dir", Path()) / "mlsh" / "eval.json"
+    return json.loads(path.read_text()).get("rollout_steps") if path.exists() else None
 
 
 def plot_seeds(rows: list[dict], out: Path) -> Path:
@@ -174,6 +188,11 @@ def plot_seeds(rows: list[dict], out: Path) -> Path:
     if oracles:
         ax.axhline(np.mean(oracles), color="k", ls="--", lw=1, label=f"oracle ({np.mean(oracles):.1f})")
     ax.set_xlabel("updates on the held-out task (master updates for MLSH)")
+    rollout = rollout_steps(rows[0])
+    if rollout:  # the same x as primitive steps: point u is the rollout after u * rollout primitive steps
+        top = ax.secondary_xaxis("top", functions=(lambda u: u * rollout / 1e3, lambda k: k * 1e3 / rollout))
+        top.set_xlabel(f"primitive steps on the task before the rollout, thousands ({rollout:,} per update)",
+                       fontsize=8)
     ax.set_ylabel("mean episode return")
     ax.set_title(f"{rows[0]['env']}: transfer to {rows[0]['n_tasks']} held-out tasks, seeds "
                  + ",".join(str(r["seed"]) for r in rows) + " (band: min-max over seeds)", fontsize=9)
