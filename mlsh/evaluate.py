@@ -6,7 +6,8 @@ intra-option policies frozen and trains a fresh critic and fresh termination fun
 (from the checkpoint, separately for each task); the scratch baseline trains a fresh policy. Every learner
 collects ``schedule.rollout_steps`` primitive steps per update, like in training. The mean episode return of the
 rollout after u updates (u = 0 .. ``--updates``) is the curve; ``eval.json`` and ``eval.png`` go into the run
-folder.
+folder. ``algo.<key>=<value>`` arguments change the held-out learners' settings from the run's (``--name`` keeps
+such an evaluation beside the default one).
 """
 
 from __future__ import annotations
@@ -110,18 +111,40 @@ def plot_eval(results: list[tuple[str, dict[str, Any]]], out: Path, title: str =
     return out
 
 
+_ABSENT = object()
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """``algo.<key>=<value>`` items: the held-out learners' settings changed from the run's (a master's learning rate,
+    option-critic's target interval); only keys the run's config has, checked as a run's config is."""
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.startswith("algo.") or key == "algo.name":
+            raise ValueError(f"override {item!r}: give algo.<key>=<value> (the held-out learners' settings)")
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            raise ValueError(f"override {item!r}: the run's config has no {key}")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+    if overrides:
+        validate(cfg)
+    return cfg
+
+
 def evaluate_run(run_dir: Path, n_tasks: int = 20, n_updates: int = 10, seed: int | None = None,
-                 checkpoint_dir: Path | None = None, progress: bool = False) -> dict[str, Any]:
+                 checkpoint_dir: Path | None = None, progress: bool = False, overrides: list[str] = (),
+                 name: str = "eval") -> dict[str, Any]:
+    """The protocol on a run folder; writes ``<name>.json`` and ``<name>.png`` into it."""
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = apply_overrides(load_run_config(run_dir), list(overrides))
     ckpt = None
     if cfg.algo.name != "scratch":
         # verified against its manifest; the latest good one by default (a bad newer one is skipped with a warning)
         ckpt = checkpoint.resolve(checkpoint_dir) if checkpoint_dir else checkpoint.latest(run_dir)
     result = transfer(cfg, ckpt, n_tasks, n_updates, cfg.seed if seed is None else seed, progress)
     result["run_dir"] = str(run_dir)
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
-    plot_eval([(f"{cfg.algo.name} ({run_dir.name})", result)], run_dir / "eval.png")
+    result["overrides"] = list(overrides)
+    (run_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
+    label = f"{cfg.algo.name} ({run_dir.name}{', ' + ' '.join(overrides) if overrides else ''})"
+    plot_eval([(label, result)], run_dir / f"{name}.png")
     return result
 
 
@@ -132,17 +155,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--updates", type=int, default=10, help="master updates per task (default 10)")
     parser.add_argument("--seed", type=int, default=None, help="held-out stream seed (default: the run's seed)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a checkpoints/task_* folder (default latest)")
+    parser.add_argument("--name", default="eval", help="files written: <name>.json and <name>.png (default eval)")
+    parser.add_argument("overrides", nargs="*",
+                        help="algo.<key>=<value>: held-out learners' settings changed from the run's "
+                             "(e.g. algo.target_every=50)")
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.updates < 0:
         parser.error("--tasks must be >= 1 and --updates >= 0")
+    if not args.name or Path(args.name).name != args.name:
+        parser.error(f"--name must be a file name without a folder, got {args.name!r}")
     os.environ.setdefault("WANDB_MODE", "disabled")
     try:
-        result = evaluate_run(args.run_dir, args.tasks, args.updates, args.seed, args.checkpoint, progress=True)
+        result = evaluate_run(args.run_dir, args.tasks, args.updates, args.seed, args.checkpoint, progress=True,
+                              overrides=args.overrides, name=args.name)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     curve = " ".join(f"{v:.1f}" for v in result["mean_return"])
     print(f"{result['algo']}: mean return after 0..{args.updates} updates: {curve}")
-    print(f"wrote {args.run_dir / 'eval.json'} and {args.run_dir / 'eval.png'}")
+    print(f"wrote {args.run_dir / (args.name + '.json')} and {args.run_dir / (args.name + '.png')}")
 
 
 if __name__ == "__main__":

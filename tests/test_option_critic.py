@@ -3,6 +3,7 @@ probabilities, a smoke run, checkpoints, resume, determinism, config errors, tra
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -181,6 +182,19 @@ def test_checkpoint_round_trip_and_transfer(compose, tmp_path):
     result = evaluate_run(tmp_path, n_tasks=2, n_updates=2)
     assert result["algo"] == "option_critic" and len(result["mean_return"]) == 3
     assert json.loads((tmp_path / "eval.json").read_text())["n_tasks"] == 2
+    # held-out settings changed from the run's, kept beside the default evaluation
+    other = evaluate_run(tmp_path, n_tasks=2, n_updates=2, overrides=["algo.target_every=1"], name="eval_t1")
+    assert other["overrides"] == ["algo.target_every=1"]
+    assert other["mean_return"] != result["mean_return"]  # the target copied every critic update: another run
+    assert json.loads((tmp_path / "eval_t1.json").read_text())["mean_return"] == other["mean_return"]
+    assert (tmp_path / "eval_t1.png").exists()
+    assert json.loads((tmp_path / "eval.json").read_text())["mean_return"] == result["mean_return"]  # untouched
+    for bad, message in [("seed=3", "give algo.<key>=<value>"), ("algo.name=scratch", "give algo.<key>=<value>"),
+                         ("algo.nope=1", "the run's config has no algo.nope"),
+                         ("algo.target_every=0", "algo.target_every must be an integer >= 1")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            evaluate_run(tmp_path, n_tasks=1, n_updates=0, overrides=[bad], name="bad")
+    assert not (tmp_path / "bad.json").exists()
     (last / "options.pt").write_bytes(b"not a checkpoint")
     _, venv, learner = _learner(compose)
     with pytest.raises(ValueError, match="options.pt is corrupt"):

@@ -282,6 +282,18 @@ def test_transfer_report_with_a_baseline_on_some_seeds_only(tmp_path, capsys):
     (tmp_path / "seed0" / "mlsh").mkdir()
     (tmp_path / "seed0" / "mlsh" / "eval.json").write_text(json.dumps({"rollout_steps": 400}))
     assert transfer.rollout_steps({"_dir": tmp_path / "seed0"}) == 400
+    # an evaluation with changed held-out settings (mlsh.evaluate --name), on seed 1 only
+    (tmp_path / "seed1" / "option_critic").mkdir()
+    (tmp_path / "seed1" / "option_critic" / "eval_t50.json").write_text(
+        json.dumps({"mean_return": [7.0, 35.0], "overrides": ["algo.target_every=50"]}))
+    transfer.report(tmp_path, ["option_critic/eval_t50"])
+    out = capsys.readouterr().out.splitlines()
+    assert "option_critic[algo.target_every=50]" in out[1].split()
+    table = {line.split()[0]: line.split() for line in out if line.split() and line.split()[0] in ("0", "1")}
+    assert table["0"][3] == "-" and table["1"][3] == "35.0" and table["1"][7] == "0.70"
+    assert "seed 1 option_critic[algo.target_every=50] curve (0..1 updates): 7.0 35.0" in out
+    with pytest.raises(SystemExit, match="give ALGO/NAME"):
+        transfer.report(tmp_path, ["eval_t50"])
 
 
 def test_subpolicy_paths_of_an_ant_run(tmp_path):

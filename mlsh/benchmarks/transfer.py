@@ -128,10 +128,28 @@ def run_seed(env: str, seed: int, out: Path, minutes: float, target: float | Non
     return summary
 
 
-def report(out: Path) -> None:
+def add_extra(row: dict, extra: str) -> None:
+    """``ALGO/NAME``: the evaluation ``python -m mlsh.evaluate <seed dir>/ALGO --name NAME algo.<key>=<value>``
+    wrote, as one more curve of the seed, labelled with its overrides."""
+    algo, sep, name = extra.partition("/")
+    path = row["_dir"] / algo / f"{name}.json"
+    if not sep or not name:
+        raise SystemExit(f"--extra {extra!r}: give ALGO/NAME, e.g. option_critic/eval_t50")
+    if not path.exists():
+        return  # not (yet) on this seed: '-' in the table, as a baseline added part way through the seeds
+    result = json.loads(path.read_text())
+    label = f"{algo}[{','.join(result.get('overrides') or [name])}]"
+    row["curves"][label] = result["mean_return"]
+    row["final"][label] = result["mean_return"][-1]
+
+
+def report(out: Path, extras: list[str] = ()) -> None:
     rows = [json.loads(p.read_text()) | {"_dir": p.parent} for p in sorted(out.glob("seed*/summary.json"))]
     if not rows:
         raise SystemExit(f"no seed*/summary.json under {out}")
+    for row in rows:
+        for extra in extras:
+            add_extra(row, extra)
     algos = list(dict.fromkeys(a for r in rows for a in r["final"]))  # a seed may lack one (--add part way)
     print(f"{rows[0]['env']} transfer: mean episode return on {rows[0]['n_tasks']} held-out tasks after "
           f"{rows[0]['n_updates']} updates (each update on one rollout of the training size)")
@@ -216,6 +234,9 @@ def main() -> None:
     parser.add_argument("--baselines", default="shared,scratch", help="comma-separated: shared, scratch, option_critic")
     parser.add_argument("--add", action="store_true",
                         help="with --seed: keep each seed's runs and evaluations, add the baselines it lacks")
+    parser.add_argument("--extra", action="append", default=[],
+                        help="ALGO/NAME: also report each seed's ALGO/NAME.json, an evaluation by "
+                             "python -m mlsh.evaluate <seed dir>/ALGO --name NAME with changed held-out settings")
     parser.add_argument("overrides", nargs="*", help="extra run.py overrides for MLSH and shared training")
     args = parser.parse_args()
     out = args.out or ROOT / "outputs" / "bench" / f"{args.env}_transfer"
@@ -224,7 +245,7 @@ def main() -> None:
     for seed in args.seed or []:
         run_seed(args.env, seed, out, args.minutes, args.target, args.tasks, args.updates, baselines, args.overrides,
                  args.add)
-    report(out)
+    report(out, args.extra)
 
 
 if __name__ == "__main__":
