@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*",
                         help="algo.<key>=<value>: held-out learners' settings changed from the run's "
                              "(e.g. algo.target_every=50)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # run_dir, options, then overrides
     if args.tasks < 1 or args.updates < 0:
         parser.error("--tasks must be >= 1 and --updates >= 0")
     if not args.name or Path(args.name).name != args.name:

@@ -60,6 +60,15 @@ def test_evaluate_and_plot(smoke_run, tmp_path):
     assert result["algo"] == "mlsh" and result["updates"] == [0, 1, 2] and len(result["per_task"]) == 2
     assert len(result["mean_return"]) == 3 and all(np.isfinite(result["mean_return"]))
     assert (smoke_run / "eval.png").read_bytes()[:4] == b"\x89PNG"
+    # a changed held-out setting, written beside the default evaluation, which stays as it was
+    proc = run("-m", "mlsh.evaluate", str(smoke_run), "--tasks", "2", "--updates", "2", "--name", "eval_lr",
+               "algo.master.ppo.learning_rate=0.05")
+    assert f"wrote {smoke_run / 'eval_lr.json'}" in proc.stdout
+    assert json.loads((smoke_run / "eval_lr.json").read_text())["overrides"] == ["algo.master.ppo.learning_rate=0.05"]
+    assert json.loads((smoke_run / "eval.json").read_text()) == result
+    bad = subprocess.run([sys.executable, "-m", "mlsh.evaluate", str(smoke_run), "algo.master.ppo.lr=1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "the run's config has no algo.master.ppo.lr" in bad.stderr
     out = tmp_path / "cmp.png"
     run("-m", "mlsh.plot", str(smoke_run), str(smoke_run), "--out", str(out))
     assert out.read_bytes()[:4] == b"\x89PNG"
