@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--tasks must be >= 1 and --updates >= 0")
     if not args.name or Path(args.name).name != args.name:
         parser.error(f"--name must be a file name without a folder, got {args.name!r}")
+    if args.overrides and args.name == "eval":
+        parser.error("with overrides, give --name NAME: eval.json keeps the evaluation with the run's own settings")
     os.environ.setdefault("WANDB_MODE", "disabled")
     try:
         result = evaluate_run(args.run_dir, args.tasks, args.updates, args.seed, args.checkpoint, progress=True,

@@ -68,7 +68,11 @@ def test_evaluate_and_plot(smoke_run, tmp_path):
     assert json.loads((smoke_run / "eval.json").read_text()) == result
     bad = subprocess.run([sys.executable, "-m", "mlsh.evaluate", str(smoke_run), "algo.master.ppo.lr=1"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "give --name NAME: eval.json keeps" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "mlsh.evaluate", str(smoke_run), "algo.master.ppo.lr=1", "--name",
+                          "x"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "the run's config has no algo.master.ppo.lr" in bad.stderr
+    assert json.loads((smoke_run / "eval.json").read_text()) == result
     out = tmp_path / "cmp.png"
     run("-m", "mlsh.plot", str(smoke_run), str(smoke_run), "--out", str(out))
     assert out.read_bytes()[:4] == b"\x89PNG"
