@@ -193,7 +193,8 @@ class MLSHLearner(_Groups):
         self.sub_learner = SubPolicyLearner(self.subs, sub.ppo.gamma, sub.ppo.gae_lambda, sub.advantage_norm,
                                             sub.get("group_weighting", "groups"), sub.get("minibatches"),
                                             seed=cfg.seed, n_groups=self.total_groups,
-                                            switch_bootstrap=sub.get("switch_bootstrap", "next"))
+                                            switch_bootstrap=sub.get("switch_bootstrap", "next"),
+                                            train_on=sub.get("train_on", "all"))
         self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma,
                                             segment_values=self.sub_learner.switch_bootstrap == "own")
         self.top_env = self.env

@@ -18,6 +18,7 @@ from mlsh.selection import Trajectory
 
 GROUP_WEIGHTINGS = ("groups", "samples")  # how the joint groups weigh in a sub-policy update (VariableRolloutBuffer)
 SWITCH_BOOTSTRAPS = ("next", "own")  # the value a macro step's last primitive step bootstraps from (module docstring)
+TRAIN_ON = ("all", "most_picked")  # which sub-policies a joint group's steps train (SubPolicyLearner.batches)
 
 
 def full_trajectory_gae(
@@ -66,14 +67,16 @@ class SubPolicyLearner:
 
     def __init__(self, models: list[PPO], gamma: float, gae_lambda: float, advantage_norm: str = "share",
                  group_weighting: str = "groups", minibatches: int | None = None, seed: int = 0,
-                 n_groups: int = 1, switch_bootstrap: str = "next"):
+                 n_groups: int = 1, switch_bootstrap: str = "next", train_on: str = "all"):
         if advantage_norm not in ("share", "minibatch"):
             raise ValueError(f"advantage_norm must be 'share' or 'minibatch', got {advantage_norm!r}")
         if group_weighting not in GROUP_WEIGHTINGS:
             raise ValueError(f"group_weighting must be one of {list(GROUP_WEIGHTINGS)}, got {group_weighting!r}")
         if switch_bootstrap not in SWITCH_BOOTSTRAPS:
             raise ValueError(f"switch_bootstrap must be one of {list(SWITCH_BOOTSTRAPS)}, got {switch_bootstrap!r}")
-        self.switch_bootstrap = switch_bootstrap
+        if train_on not in TRAIN_ON:
+            raise ValueError(f"train_on must be one of {list(TRAIN_ON)}, got {train_on!r}")
+        self.switch_bootstrap, self.train_on = switch_bootstrap, train_on
         self.models = models
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.advantage_norm = advantage_norm
@@ -104,6 +107,12 @@ class SubPolicyLearner:
         every env); ``group_ids`` their numbers in the run (default 0, 1, ...). Advantages are normalised over each
         group's share of each sub-policy (the original normalised per worker and sub-policy); the batch lists the
         groups' steps group by group, with ``group_sizes`` and ``group_ids``.
+
+        ``train_on="all"`` (the original): every sub-policy trains on the steps it took. ``"most_picked"``: in each
+        group only the sub-policy that took most of the group's steps trains on them; the others' steps (the
+        master's random picks, or the losers of an undecided master) train nothing, so that a sub-policy another
+        task needs is not retrained by a task it does not serve, and an undecided master's task goes to one
+        sub-policy instead of pulling all of them toward its goal.
         """
         if self.switch_bootstrap == "own" and traj.end_values is None:
             raise ValueError("switch_bootstrap='own' needs the trajectory's end_values: build the selection wrapper "
@@ -126,12 +135,16 @@ class SubPolicyLearner:
         ids = list(range(len(in_group))) if group_ids is None else [int(g) for g in group_ids]
         if len(ids) != len(in_group):
             raise ValueError(f"{len(ids)} group_ids for {len(in_group)} groups")
+        n_subs = len(self.models)
+        choices = traj.choices.reshape(-1)
+        most_picked = [int(np.argmax(np.bincount(choices if mask is None else choices[mask], minlength=n_subs)))
+                       for mask in in_group]
         out: list[dict | None] = []
-        for idx_k in split_by_subpolicy(traj.choices, len(self.models)):
+        for k, idx_k in enumerate(split_by_subpolicy(traj.choices, n_subs)):
             parts, adv_parts, part_ids = [], [], []
-            for mask, gid in zip(in_group, ids, strict=True):
+            for mask, gid, top in zip(in_group, ids, most_picked, strict=True):
                 idx = idx_k if mask is None else idx_k[mask[idx_k]]
-                if len(idx) == 0:
+                if len(idx) == 0 or (self.train_on == "most_picked" and k != top):
                     continue  # this group does not contribute to sub-policy k
                 adv = advantages[idx]
                 if self.advantage_norm == "share" and len(idx) > 1:

@@ -127,3 +127,45 @@ def test_train_updates_only_subpolicies_that_acted():
 def test_rejects_unknown_advantage_norm():
     with pytest.raises(ValueError, match="advantage_norm"):
         SubPolicyLearner(_models(), 0.99, 0.98, advantage_norm="global")
+
+
+def test_most_picked_trains_only_each_groups_most_picked_subpolicy_on_that_groups_steps():
+    import torch as th
+
+    # Group 0 (envs 0, 1): sub-policy 0 takes 50 of 60 steps, sub-policy 1 the other 10 (random picks).
+    # Group 1 (envs 2, 3): sub-policy 2 takes 40 of 60, sub-policy 0 the other 20.
+    choices = np.zeros((30, 4), dtype=np.int64)
+    choices[:5, 1] = 1
+    choices[25:, 1] = 1
+    choices[:, 2:] = 2
+    choices[:20, 3] = 0
+    traj = random_trajectory(choices, 3)
+    groups = [np.array([0, 1]), np.array([2, 3])]
+    env_of_step = np.tile(np.arange(4), 30)
+    flat_obs = traj.observations.reshape(-1, 6)
+    flat_choices = choices.reshape(-1)
+
+    everything = SubPolicyLearner(_models(n=3), 0.99, 0.98, n_groups=2).batches(traj, groups)
+    assert [b["group_sizes"] for b in everything] == [[50, 20], [10], [40]]
+
+    learner = SubPolicyLearner(_models(n=3), 0.99, 0.98, n_groups=2, train_on="most_picked")
+    top = learner.batches(traj, groups)
+    assert top[1] is None
+    assert top[0]["group_sizes"] == [50] and top[0]["group_ids"] == [0]
+    assert top[2]["group_sizes"] == [40] and top[2]["group_ids"] == [1]
+    np.testing.assert_array_equal(top[0]["observations"],
+                                  flat_obs[(flat_choices == 0) & np.isin(env_of_step, [0, 1])])
+    np.testing.assert_array_equal(top[2]["observations"], flat_obs[flat_choices == 2])
+    # each kept share is normalised as before: the same advantages as with train_on="all"
+    np.testing.assert_allclose(top[0]["advantages"], everything[0]["advantages"][:50], rtol=1e-6)
+
+    before = [th.nn.utils.parameters_to_vector(m.policy.parameters()).clone() for m in learner.models]
+    metrics = learner.train(traj, groups, [0, 1])
+    after = [th.nn.utils.parameters_to_vector(m.policy.parameters()) for m in learner.models]
+    assert [metrics[f"sub{k}/n_steps"] for k in range(3)] == [50, 0, 40]
+    assert not th.equal(before[0], after[0]) and th.equal(before[1], after[1]) and not th.equal(before[2], after[2])
+
+
+def test_rejects_unknown_train_on():
+    with pytest.raises(ValueError, match="train_on"):
+        SubPolicyLearner(_models(), 0.99, 0.98, train_on="best")
