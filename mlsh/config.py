@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import envs  # noqa: F401  (registers mlsh/* envs)
 from mlsh.groups import STAGGERS
-from mlsh.subpolicies import GROUP_WEIGHTINGS, SWITCH_BOOTSTRAPS, TRAIN_ON
+from mlsh.subpolicies import GROUP_WEIGHTINGS, SWITCH_BOOTSTRAPS
 
 ALGOS = ("mlsh", "shared", "scratch", "option_critic")
 OC_OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -245,9 +245,9 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
         if switch not in SWITCH_BOOTSTRAPS:
             raise ConfigError(f"algo.subpolicy.switch_bootstrap must be one of {list(SWITCH_BOOTSTRAPS)}, "
                               f"got {switch!r}")
-        train_on = cfg.algo.subpolicy.get("train_on", "all")
-        if train_on not in TRAIN_ON:
-            raise ConfigError(f"algo.subpolicy.train_on must be one of {list(TRAIN_ON)}, got {train_on!r}")
+        share = cfg.algo.subpolicy.get("min_share", 0.0)
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+            raise ConfigError(f"algo.subpolicy.min_share must be a number in [0, 1], got {share!r}")
         if cfg.algo.subpolicy.advantage_norm not in ADVANTAGE_NORMS:
             raise ConfigError(f"algo.subpolicy.advantage_norm must be one of {list(ADVANTAGE_NORMS)}, "
                               f"got {cfg.algo.subpolicy.advantage_norm!r}")

@@ -194,7 +194,7 @@ class MLSHLearner(_Groups):
                                             sub.get("group_weighting", "groups"), sub.get("minibatches"),
                                             seed=cfg.seed, n_groups=self.total_groups,
                                             switch_bootstrap=sub.get("switch_bootstrap", "next"),
-                                            train_on=sub.get("train_on", "all"))
+                                            min_share=sub.get("min_share", 0.0))
         self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma,
                                             segment_values=self.sub_learner.switch_bootstrap == "own")
         self.top_env = self.env

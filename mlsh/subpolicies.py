@@ -18,7 +18,6 @@ from mlsh.selection import Trajectory
 
 GROUP_WEIGHTINGS = ("groups", "samples")  # how the joint groups weigh in a sub-policy update (VariableRolloutBuffer)
 SWITCH_BOOTSTRAPS = ("next", "own")  # the value a macro step's last primitive step bootstraps from (module docstring)
-TRAIN_ON = ("all", "most_picked")  # which sub-policies a joint group's steps train (SubPolicyLearner.batches)
 
 
 def full_trajectory_gae(
@@ -67,16 +66,16 @@ class SubPolicyLearner:
 
     def __init__(self, models: list[PPO], gamma: float, gae_lambda: float, advantage_norm: str = "share",
                  group_weighting: str = "groups", minibatches: int | None = None, seed: int = 0,
-                 n_groups: int = 1, switch_bootstrap: str = "next", train_on: str = "all"):
+                 n_groups: int = 1, switch_bootstrap: str = "next", min_share: float = 0.0):
         if advantage_norm not in ("share", "minibatch"):
             raise ValueError(f"advantage_norm must be 'share' or 'minibatch', got {advantage_norm!r}")
         if group_weighting not in GROUP_WEIGHTINGS:
             raise ValueError(f"group_weighting must be one of {list(GROUP_WEIGHTINGS)}, got {group_weighting!r}")
         if switch_bootstrap not in SWITCH_BOOTSTRAPS:
             raise ValueError(f"switch_bootstrap must be one of {list(SWITCH_BOOTSTRAPS)}, got {switch_bootstrap!r}")
-        if train_on not in TRAIN_ON:
-            raise ValueError(f"train_on must be one of {list(TRAIN_ON)}, got {train_on!r}")
-        self.switch_bootstrap, self.train_on = switch_bootstrap, train_on
+        if not 0.0 <= min_share <= 1.0:
+            raise ValueError(f"min_share must be in [0, 1], got {min_share!r}")
+        self.switch_bootstrap, self.min_share = switch_bootstrap, float(min_share)
         self.models = models
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.advantage_norm = advantage_norm
@@ -108,11 +107,11 @@ class SubPolicyLearner:
         group's share of each sub-policy (the original normalised per worker and sub-policy); the batch lists the
         groups' steps group by group, with ``group_sizes`` and ``group_ids``.
 
-        ``train_on="all"`` (the original): every sub-policy trains on the steps it took. ``"most_picked"``: in each
-        group only the sub-policy that took most of the group's steps trains on them; the others' steps (the
-        master's random picks, or the losers of an undecided master) train nothing, so that a sub-policy another
-        task needs is not retrained by a task it does not serve, and an undecided master's task goes to one
-        sub-policy instead of pulling all of them toward its goal.
+        ``min_share``: a sub-policy trains on a group's steps only if it took at least this share of them, or more
+        of them than any other sub-policy. 0 (the original): every sub-policy trains on the steps it took. Above
+        the share of the master's random picks, a sub-policy that another task needs is not retrained by the
+        random picks of tasks it does not serve, while a contender of an undecided master still learns; 1: only
+        the most picked sub-policy of each group trains.
         """
         if self.switch_bootstrap == "own" and traj.end_values is None:
             raise ValueError("switch_bootstrap='own' needs the trajectory's end_values: build the selection wrapper "
@@ -137,14 +136,14 @@ class SubPolicyLearner:
             raise ValueError(f"{len(ids)} group_ids for {len(in_group)} groups")
         n_subs = len(self.models)
         choices = traj.choices.reshape(-1)
-        most_picked = [int(np.argmax(np.bincount(choices if mask is None else choices[mask], minlength=n_subs)))
-                       for mask in in_group]
+        counts = [np.bincount(choices if mask is None else choices[mask], minlength=n_subs) for mask in in_group]
+        trains = [(c >= self.min_share * c.sum()) | (c == c.max()) for c in counts]  # [group][k]
         out: list[dict | None] = []
         for k, idx_k in enumerate(split_by_subpolicy(traj.choices, n_subs)):
             parts, adv_parts, part_ids = [], [], []
-            for mask, gid, top in zip(in_group, ids, most_picked, strict=True):
+            for mask, gid, trained in zip(in_group, ids, trains, strict=True):
                 idx = idx_k if mask is None else idx_k[mask[idx_k]]
-                if len(idx) == 0 or (self.train_on == "most_picked" and k != top):
+                if len(idx) == 0 or not trained[k]:
                     continue  # this group does not contribute to sub-policy k
                 adv = advantages[idx]
                 if self.advantage_norm == "share" and len(idx) > 1:

@@ -129,11 +129,11 @@ def test_rejects_unknown_advantage_norm():
         SubPolicyLearner(_models(), 0.99, 0.98, advantage_norm="global")
 
 
-def test_most_picked_trains_only_each_groups_most_picked_subpolicy_on_that_groups_steps():
+def test_min_share_trains_a_subpolicy_on_a_groups_steps_only_above_that_share_or_if_most_picked():
     import torch as th
 
-    # Group 0 (envs 0, 1): sub-policy 0 takes 50 of 60 steps, sub-policy 1 the other 10 (random picks).
-    # Group 1 (envs 2, 3): sub-policy 2 takes 40 of 60, sub-policy 0 the other 20.
+    # Group 0 (envs 0, 1): sub-policy 0 takes 50 of 60 steps, sub-policy 1 the other 10 (1/6).
+    # Group 1 (envs 2, 3): sub-policy 2 takes 40 of 60, sub-policy 0 the other 20 (1/3).
     choices = np.zeros((30, 4), dtype=np.int64)
     choices[:5, 1] = 1
     choices[25:, 1] = 1
@@ -145,18 +145,23 @@ def test_most_picked_trains_only_each_groups_most_picked_subpolicy_on_that_group
     flat_obs = traj.observations.reshape(-1, 6)
     flat_choices = choices.reshape(-1)
 
+    def sizes(min_share):
+        batches = SubPolicyLearner(_models(n=3), 0.99, 0.98, n_groups=2, min_share=min_share).batches(traj, groups)
+        return [None if b is None else b["group_sizes"] for b in batches]
+
     everything = SubPolicyLearner(_models(n=3), 0.99, 0.98, n_groups=2).batches(traj, groups)
     assert [b["group_sizes"] for b in everything] == [[50, 20], [10], [40]]
+    assert sizes(1 / 6) == [[50, 20], [10], [40]]
+    assert sizes(0.2) == [[50, 20], None, [40]]
+    assert sizes(0.34) == sizes(1.0) == [[50], None, [40]]
 
-    learner = SubPolicyLearner(_models(n=3), 0.99, 0.98, n_groups=2, train_on="most_picked")
+    learner = SubPolicyLearner(_models(n=3), 0.99, 0.98, n_groups=2, min_share=1.0)
     top = learner.batches(traj, groups)
-    assert top[1] is None
-    assert top[0]["group_sizes"] == [50] and top[0]["group_ids"] == [0]
-    assert top[2]["group_sizes"] == [40] and top[2]["group_ids"] == [1]
+    assert top[0]["group_ids"] == [0] and top[2]["group_ids"] == [1]
     np.testing.assert_array_equal(top[0]["observations"],
                                   flat_obs[(flat_choices == 0) & np.isin(env_of_step, [0, 1])])
     np.testing.assert_array_equal(top[2]["observations"], flat_obs[flat_choices == 2])
-    # each kept share is normalised as before: the same advantages as with train_on="all"
+    # each kept share is normalised as before: the same advantages as with every share kept
     np.testing.assert_allclose(top[0]["advantages"], everything[0]["advantages"][:50], rtol=1e-6)
 
     before = [th.nn.utils.parameters_to_vector(m.policy.parameters()).clone() for m in learner.models]
@@ -166,6 +171,6 @@ def test_most_picked_trains_only_each_groups_most_picked_subpolicy_on_that_group
     assert not th.equal(before[0], after[0]) and th.equal(before[1], after[1]) and not th.equal(before[2], after[2])
 
 
-def test_rejects_unknown_train_on():
-    with pytest.raises(ValueError, match="train_on"):
-        SubPolicyLearner(_models(), 0.99, 0.98, train_on="best")
+def test_rejects_a_min_share_outside_0_1():
+    with pytest.raises(ValueError, match="min_share"):
+        SubPolicyLearner(_models(), 0.99, 0.98, min_share=1.5)
