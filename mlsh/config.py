@@ -248,8 +248,6 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
         share = cfg.algo.subpolicy.get("min_share", 0.0)
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
             raise ConfigError(f"algo.subpolicy.min_share must be a number in [0, 1], got {share!r}")
-        if cfg.algo.subpolicy.get("owner_window") is not None:
-            _int(cfg, "algo.subpolicy.owner_window", 0)
         if cfg.algo.subpolicy.advantage_norm not in ADVANTAGE_NORMS:
             raise ConfigError(f"algo.subpolicy.advantage_norm must be one of {list(ADVANTAGE_NORMS)}, "
                               f"got {cfg.algo.subpolicy.advantage_norm!r}")

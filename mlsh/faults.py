@@ -52,8 +52,6 @@ def watch_optimizer(optimizer: th.optim.Optimizer, name: str) -> None:
 
 def check_model(model: PPO, name: str) -> None:
     """Every weight of ``model``'s policy and every value in its last rollout must be finite."""
-    if not isinstance(model, PPO | th.nn.Module):
-        return  # bookkeeping with no weights (the sub-policy learner's recent picks)
     module = model.policy if isinstance(model, PPO) else model  # option-critic's parts are modules themselves
     for pname, p in module.named_parameters():
         if not th.isfinite(p).all():

@@ -194,8 +194,7 @@ class MLSHLearner(_Groups):
                                             sub.get("group_weighting", "groups"), sub.get("minibatches"),
                                             seed=cfg.seed, n_groups=self.total_groups,
                                             switch_bootstrap=sub.get("switch_bootstrap", "next"),
-                                            min_share=sub.get("min_share", 0.0),
-                                            owner_window=sub.get("owner_window", 0))
+                                            min_share=sub.get("min_share", 0.0))
         self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma,
                                             segment_values=self.sub_learner.switch_bootstrap == "own")
         self.top_env = self.env
@@ -264,8 +263,7 @@ class MLSHLearner(_Groups):
 
     def live_models(self, groups: Sequence[int]) -> dict[str, PPO]:
         """The models whose state carries over to the next iteration: the sub-policies and ``groups``' masters."""
-        owners = {"sub_learner": self.sub_learner} if self.sub_learner.recent_tops is not None else {}
-        return {**{f"sub{k}": m for k, m in enumerate(self.subs)}, **owners,
+        return {**{f"sub{k}": m for k, m in enumerate(self.subs)},
                 **{f"master_g{g}": self.masters[self.local(g)] for g in groups}}
 
     def shared_modules(self) -> dict[str, th.nn.Module]:

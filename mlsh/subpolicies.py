@@ -10,8 +10,6 @@ split by the sub-policy that was active and each model trains on its share.
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 from stable_baselines3 import PPO
 
@@ -68,8 +66,7 @@ class SubPolicyLearner:
 
     def __init__(self, models: list[PPO], gamma: float, gae_lambda: float, advantage_norm: str = "share",
                  group_weighting: str = "groups", minibatches: int | None = None, seed: int = 0,
-                 n_groups: int = 1, switch_bootstrap: str = "next", min_share: float = 0.0,
-                 owner_window: int = 0):
+                 n_groups: int = 1, switch_bootstrap: str = "next", min_share: float = 0.0):
         if advantage_norm not in ("share", "minibatch"):
             raise ValueError(f"advantage_norm must be 'share' or 'minibatch', got {advantage_norm!r}")
         if group_weighting not in GROUP_WEIGHTINGS:
@@ -78,12 +75,7 @@ class SubPolicyLearner:
             raise ValueError(f"switch_bootstrap must be one of {list(SWITCH_BOOTSTRAPS)}, got {switch_bootstrap!r}")
         if not 0.0 <= min_share <= 1.0:
             raise ValueError(f"min_share must be in [0, 1], got {min_share!r}")
-        if owner_window < 0:
-            raise ValueError(f"owner_window must be >= 0, got {owner_window!r}")
         self.switch_bootstrap, self.min_share = switch_bootstrap, float(min_share)
-        # the most picked sub-policy of every joint group of each of the last owner_window updates (batches)
-        self.recent_tops: deque[tuple[int, ...]] | None = deque(maxlen=owner_window) if owner_window else None
-        self._tops: list[int] = []
         self.models = models
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.advantage_norm = advantage_norm
@@ -119,9 +111,7 @@ class SubPolicyLearner:
         of them than any other sub-policy. 0 (the original): every sub-policy trains on the steps it took. Above
         the share of the master's random picks, a sub-policy that another task needs is not retrained by the
         random picks of tasks it does not serve, while a contender of an undecided master still learns; 1: only
-        the most picked sub-policy of each group trains. With ``owner_window``, a sub-policy that was the most picked
-        of some joint group in the last ``owner_window`` updates (it serves another task) trains only where it is
-        the most picked: the share rule recruits only sub-policies that serve no task yet.
+        the most picked sub-policy of each group trains.
         """
         if self.switch_bootstrap == "own" and traj.end_values is None:
             raise ValueError("switch_bootstrap='own' needs the trajectory's end_values: build the selection wrapper "
@@ -147,11 +137,7 @@ class SubPolicyLearner:
         n_subs = len(self.models)
         choices = traj.choices.reshape(-1)
         counts = [np.bincount(choices if mask is None else choices[mask], minlength=n_subs) for mask in in_group]
-        self._tops = [int(np.argmax(c)) for c in counts]
-        owners = np.zeros(n_subs, bool)
-        for tops in self.recent_tops or ():
-            owners[list(tops)] = True
-        trains = [((c >= self.min_share * c.sum()) & ~owners) | (c == c.max()) for c in counts]  # [group][k]
+        trains = [(c >= self.min_share * c.sum()) | (c == c.max()) for c in counts]  # [group][k]
         out: list[dict | None] = []
         for k, idx_k in enumerate(split_by_subpolicy(traj.choices, n_subs)):
             parts, adv_parts, part_ids = [], [], []
@@ -187,15 +173,12 @@ class SubPolicyLearner:
         batches = self.batches(traj, groups, group_ids)
         counts = [0 if b is None else len(b["group_sizes"]) for b in batches]
         longest = [0 if b is None else max(b["group_sizes"]) for b in batches]
-        mine = (counts, longest, self._tops)
-        everyone = distributed.gather(mine) if self.world.active else [mine]
-        if self.recent_tops is not None:  # every process the same: the joint groups' tops of every process
-            self.recent_tops.append(tuple(t for _, _, tops in everyone for t in tops))
+        everyone = distributed.gather((counts, longest)) if self.world.active else [(counts, longest)]
         metrics: dict[str, float] = {}
         for k, (model, batch) in enumerate(zip(self.models, batches, strict=True)):
             metrics[f"sub{k}/n_steps"] = 0 if batch is None else len(batch["observations"])
             metrics[f"sub{k}/groups"] = counts[k]
-            holders = [r for r, (c, _, _) in enumerate(everyone) if c[k] > 0]
+            holders = [r for r, (c, _) in enumerate(everyone) if c[k] > 0]
             if not holders:
                 continue
             alone = len(holders) == 1
@@ -208,7 +191,7 @@ class SubPolicyLearner:
             ids = batch.pop("group_ids")
             if self.per_group_order:
                 batch["group_seeds"] = [[self.seed, k, sb3_adapter.n_updates(model), g] for g in ids]
-                batch["longest"] = int(max(lg[k] for _, lg, _ in everyone))
+                batch["longest"] = int(max(lg[k] for _, lg in everyone))
             mean = None if alone else self.means[k]
             if mean is not None:
                 mean.weight = float(weight)
@@ -222,15 +205,6 @@ class SubPolicyLearner:
             if weight > 0:
                 metrics.update({f"sub{k}/{key.removeprefix('train/')}": v for key, v in records.items()})
         return metrics
-
-    def live_state(self) -> dict:
-        """What exact resume needs beyond the models (``mlsh.snapshot``): the recent most picked sub-policies."""
-        return {"recent_tops": list(self.recent_tops or ())}
-
-    def load_live_state(self, state: dict) -> None:
-        if self.recent_tops is not None:
-            self.recent_tops.clear()
-            self.recent_tops.extend(tuple(t) for t in state["recent_tops"])
 
     @staticmethod
     def _stand_in(traj: Trajectory) -> dict:

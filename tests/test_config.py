@@ -74,7 +74,6 @@ def test_option_critic_warns_when_its_linear_nets_meet_observations_that_are_not
         ("schedule.stagger=random", "schedule.stagger must be one of ['original', 'wrapped'], got 'random'"),
         ("algo.subpolicy.group_weighting=mean", "algo.subpolicy.group_weighting must be one of ['groups', 'samples']"),
         ("algo.subpolicy.switch_bootstrap=last", "algo.subpolicy.switch_bootstrap must be one of ['next', 'own']"),
-        ("algo.subpolicy.owner_window=-1", "algo.subpolicy.owner_window must be an integer >= 0, got -1"),
         ("algo.subpolicy.min_share=1.5", "algo.subpolicy.min_share must be a number in [0, 1], got 1.5"),
         ("algo.subpolicy.minibatches=0", "algo.subpolicy.minibatches must be an integer >= 1, got 0"),
     ],

@@ -174,29 +174,3 @@ def test_min_share_trains_a_subpolicy_on_a_groups_steps_only_above_that_share_or
 def test_rejects_a_min_share_outside_0_1():
     with pytest.raises(ValueError, match="min_share"):
         SubPolicyLearner(_models(), 0.99, 0.98, min_share=1.5)
-
-
-def test_owner_window_keeps_a_subpolicy_another_task_chose_from_the_share_rule():
-    # One group of 2 envs x 30 steps: sub-policy 0 takes 41 steps, 1 takes 14, 2 takes 5 (below 10%).
-    choices = np.zeros((30, 2), dtype=np.int64)
-    choices[:14, 1] = 1
-    choices[14:19, 1] = 2
-    traj = random_trajectory(choices, 5)
-
-    learner = SubPolicyLearner(_models(n=3), 0.99, 0.98, min_share=0.1, owner_window=2)
-    sizes = lambda: [None if b is None else b["group_sizes"] for b in learner.batches(traj)]  # noqa: E731
-    assert sizes() == [[41], [14], None]  # no owner yet: 0 (most picked) and 1 (above 10%) train
-    learner.recent_tops.append((1,))  # sub-policy 1 was the most picked of a task before: it serves that one
-    assert sizes() == [[41], None, None]
-    learner.recent_tops.append((2,))
-    learner.recent_tops.append((2,))  # ... two updates ago: out of the window again
-    assert sizes() == [[41], [14], None]
-
-    # train() records each update's most picked sub-policy; live_state carries the window through a resume
-    learner.recent_tops.clear()
-    learner.train(traj)
-    learner.train(traj)
-    assert list(learner.recent_tops) == [(0,), (0,)]
-    restored = SubPolicyLearner(_models(n=3), 0.99, 0.98, min_share=0.1, owner_window=2)
-    restored.load_live_state(learner.live_state())
-    assert list(restored.recent_tops) == [(0,), (0,)]
