@@ -139,7 +139,9 @@ def test_stagger_is_the_originals_formula_and_spreads_the_joint_phases(compose, 
 
 
 def test_subpolicy_update_gets_exactly_the_joint_groups_data(compose, monkeypatch):
-    cfg = compose(*TINY, "schedule.n_groups=3")
+    # every step each sub-policy took in a joint group (min_share=0, the original; the env file's 1 filters further,
+    # tests/test_subpolicies.py)
+    cfg = compose(*TINY, "schedule.n_groups=3", "algo.subpolicy.min_share=0")
     learner = MLSHLearner(cfg, make_task_env(cfg, seed=0))
     for g in range(3):
         learner.start_task(g % 2, g)
