@@ -1,6 +1,5 @@
 """Task groups spread over processes with torch.distributed (issue 11): 2-process gloo runs started with torchrun."""
 
-import glob
 import json
 import os
 import signal
@@ -27,8 +26,8 @@ def torchrun(*args: str, nproc: int = 2) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
 
 
-def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
+def run(cmd: list[str], timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"), **extra_env}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -142,15 +141,16 @@ def test_the_parameter_check_names_the_rank_and_tensor_that_drifted(tmp_path):
 
 
 def test_run_py_under_torchrun_writes_one_run_folder_from_rank_0(tmp_path):
-    before = set(glob.glob("/tmp/mlsh-rank1-*"))
+    scratch = tmp_path / "tmp"  # the runs' own temp folder, so parallel tests cannot touch what is checked
+    scratch.mkdir()
     proc = ok(run(torchrun("run.py", *SMALL, "schedule.n_tasks=4", "logger.mode=offline", "progress_bar=false",
-                           f"hydra.run.dir={tmp_path / 'run'}"), timeout=300))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+                           f"hydra.run.dir={tmp_path / 'run'}"), timeout=300, TMPDIR=str(scratch)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tmp"]
     run_dir = tmp_path / "run"
     assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "provenance.json").exists()
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # one W&B run, rank 0's
     assert proc.stdout.count("run folder:") == 1 and "processes=2" in proc.stdout
-    assert set(glob.glob("/tmp/mlsh-rank1-*")) == before  # rank 1's scratch folder for Hydra is gone
+    assert not list(scratch.glob("mlsh-rank*"))  # rank 1's scratch folder for Hydra is gone
     assert len([r for r in read_metrics(run_dir) if "task/index" in r]) == 4
 
 
