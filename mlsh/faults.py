@@ -33,10 +33,11 @@ def check_array(values: np.ndarray, what: str) -> None:
 
 def _grad_hook(name: str):
     def hook(optimizer: th.optim.Optimizer, args, kwargs) -> None:
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None and not th.isfinite(p.grad).all():
-                    raise NonFiniteError(f"non-finite gradient in {name} (a parameter of shape {tuple(p.shape)})")
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads or th.isfinite(th.cat([g.reshape(-1) for g in grads])).all():  # one check for all
+            return
+        shape = next(tuple(g.shape) for g in grads if not th.isfinite(g).all())
+        raise NonFiniteError(f"non-finite gradient in {name} (a parameter of shape {shape})")
     return hook
 
 

@@ -53,3 +53,29 @@ def test_forward_inputs_are_aligned_copies_so_a_view_gives_the_same_numbers_as_a
         assert t.data_ptr() % 64 == 0 and t.dtype == th.float32 and np.array_equal(t.numpy(), x)
         assert not np.shares_memory(t.numpy(), x)
     assert th.equal(layer(to_tensor(view)), layer(to_tensor(own)))
+
+
+@pytest.mark.parametrize("env_id, activation", [("mlsh/MovementBandits-v0", th.nn.Tanh),
+                                                ("mlsh/AntTwoWalk-v0", th.nn.Tanh),
+                                                ("mlsh/AntTwoWalk-v0", th.nn.ReLU),
+                                                ("mlsh/AntTwoWalk-v0", th.nn.ELU)])  # ELU: no direct path
+def test_direct_layer_calls_give_the_module_forward_bit_for_bit(env_id, activation):
+    import envs  # noqa: F401  (registers the mlsh/ envs)
+    from mlsh import inference
+
+    th.manual_seed(2)
+    policy = PPO("MlpPolicy", DummyVecEnv([lambda: gym.make(env_id)]), device="cpu",
+                 policy_kwargs=dict(net_arch=[64, 64], activation_fn=activation)).policy
+    assert (inference._plan(policy) is None) == (activation is th.nn.ELU)
+    obs = th.randn(7, policy.observation_space.shape[0])
+    th.manual_seed(3)
+    fast = sample(policy, obs)
+    with th.no_grad():  # the modules' own forward, as SB3 calls it
+        latent_pi, latent_vf = policy.mlp_extractor(policy.extract_features(obs))
+        values, out = policy.value_net(latent_vf), policy.action_net(latent_pi)
+    assert th.equal(fast[1], values)
+    th.manual_seed(3)
+    if isinstance(policy.action_space, gym.spaces.Discrete):
+        assert th.equal(fast[0], th.multinomial(th.log_softmax(out, -1).exp(), 1).squeeze(1))
+    else:
+        assert th.equal(fast[0], out + th.randn_like(out) * policy.log_std.exp())
