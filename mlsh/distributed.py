@@ -4,13 +4,15 @@
 the run; ``init()`` joins them into one process group (gloo: the policies live on the CPU). Rank r
 owns the task groups ``r * G/P ... (r + 1) * G/P - 1``: their envs, tasks and masters. What is shared:
 
-- the sub-policies. Every rank holds the same parameters (broadcast from rank 0 at the start) and takes the same
-  optimizer steps: each minibatch's gradient is the mean of the joint groups' gradients over all ranks
-  (``GradientMean``: each rank's gradient, already the mean over its own joint groups, weighted by their number),
-  counting only the ranks that contribute, as the original's MPI-Adam did. A rank without data for a sub-policy
-  still takes part, with weight 0, so that every collective is met on every rank; when a single rank has data,
-  it trains alone and sends the result (``send_training_state``). ``check_identical`` asserts the parameters
-  bit-identical at an interval (the original: every 100 steps);
+- the sub-policies. Every rank holds the same parameters (broadcast from rank 0 at the start). An update
+  (``distributed.subpolicy_update``, ``SubPolicyLearner.train``) either gathers each sub-policy's data of all
+  ranks to one rank, which trains it while the others train theirs, and sends the result
+  (``send_training_state``): "gather"; or has every rank take the same optimizer steps, each minibatch's
+  gradient the mean of the joint groups' gradients over all ranks (``GradientMean``: each rank's gradient,
+  already the mean over its own joint groups, weighted by their number), counting only the ranks that
+  contribute, as the original's MPI-Adam did; a rank without data for a sub-policy still takes part, with
+  weight 0, so that every collective is met on every rank: "allreduce". ``check_identical`` asserts the
+  parameters bit-identical at an interval (the original: every 100 steps);
 - the observation filter's statistics (``sync_obs_stats``), merged over ranks after every iteration;
 - the loop's view: every rank receives every iteration's metrics, returns, tasks and signals of all, so that all
   take the same decisions; rank 0 alone writes the run folder.
@@ -131,11 +133,16 @@ def gather(obj: Any) -> list[Any]:
 
 def gather_to_main(obj: Any) -> list[Any] | None:
     """Every rank's ``obj``, in rank order, on rank 0 (None elsewhere)."""
+    return gather_to(obj, 0)
+
+
+def gather_to(obj: Any, dst: int) -> list[Any] | None:
+    """Every rank's ``obj``, in rank order, on rank ``dst`` (None elsewhere)."""
     if not _WORLD.active:
         return [obj]
-    out: list[Any] | None = [None] * _WORLD.size if _WORLD.main else None
+    out: list[Any] | None = [None] * _WORLD.size if _WORLD.rank == dst else None
     with _guard("gather_object"):
-        dist.gather_object(obj, out, dst=0)
+        dist.gather_object(obj, out, dst=dst)
     return out
 
 

@@ -107,9 +107,10 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         macro_reward = np.zeros(self.num_envs, dtype=np.float32)
         macro_done = np.zeros(self.num_envs, dtype=bool)
         infos: list[dict] = [{} for _ in range(self.num_envs)]
+        active = list(self._groups(choices))  # the choices hold for the whole macro step
         for _ in range(self.macro_duration):
             obs = self._obs
-            actions, values, log_probs = self._act(obs, choices)
+            actions, values, log_probs = self._act(obs, choices, active)
             env_actions = np.clip(actions, self.venv.action_space.low, self.venv.action_space.high) if self._box \
                 else actions.reshape(self.num_envs)
             new_obs, rewards, dones, step_infos = self.venv.step(env_actions)
@@ -156,12 +157,13 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
             yield int(k), np.flatnonzero(choices == k)
 
     @th.no_grad()
-    def _act(self, obs: np.ndarray, choices: np.ndarray):
+    def _act(self, obs: np.ndarray, choices: np.ndarray, active: list | None = None):
+        """Every env's action under its chosen sub-policy (``active``: ``_groups(choices)``, if known)."""
         obs_t = to_tensor(obs)
         actions = np.empty((self.num_envs, self._adim), dtype=np.float32 if self._box else np.int64)
         values = np.empty(self.num_envs, dtype=np.float32)
         log_probs = np.empty(self.num_envs, dtype=np.float32)
-        for k, idx in self._groups(choices):
+        for k, idx in self._groups(choices) if active is None else active:
             a, v, lp = sample(self.subpolicies[k], obs_t[idx])
             actions[idx] = a.numpy().reshape(-1, self._adim)
             values[idx] = v.numpy().reshape(-1)

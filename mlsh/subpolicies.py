@@ -18,6 +18,7 @@ from mlsh.selection import Trajectory
 
 GROUP_WEIGHTINGS = ("groups", "samples")  # how the joint groups weigh in a sub-policy update (VariableRolloutBuffer)
 SWITCH_BOOTSTRAPS = ("next", "own")  # the value a macro step's last primitive step bootstraps from (module docstring)
+UPDATES = ("gather", "allreduce")  # how several processes update a sub-policy (SubPolicyLearner.train)
 
 
 def full_trajectory_gae(
@@ -66,7 +67,8 @@ class SubPolicyLearner:
 
     def __init__(self, models: list[PPO], gamma: float, gae_lambda: float, advantage_norm: str = "share",
                  group_weighting: str = "groups", minibatches: int | None = None, seed: int = 0,
-                 n_groups: int = 1, switch_bootstrap: str = "next", min_share: float = 0.0):
+                 n_groups: int = 1, switch_bootstrap: str = "next", min_share: float = 0.0,
+                 update: str = "gather"):
         if advantage_norm not in ("share", "minibatch"):
             raise ValueError(f"advantage_norm must be 'share' or 'minibatch', got {advantage_norm!r}")
         if group_weighting not in GROUP_WEIGHTINGS:
@@ -75,6 +77,9 @@ class SubPolicyLearner:
             raise ValueError(f"switch_bootstrap must be one of {list(SWITCH_BOOTSTRAPS)}, got {switch_bootstrap!r}")
         if not 0.0 <= min_share <= 1.0:
             raise ValueError(f"min_share must be in [0, 1], got {min_share!r}")
+        if update not in UPDATES:
+            raise ValueError(f"update must be one of {list(UPDATES)}, got {update!r}")
+        self.update = update
         self.switch_bootstrap, self.min_share = switch_bootstrap, float(min_share)
         self.models = models
         self.gamma, self.gae_lambda = gamma, gae_lambda
@@ -165,19 +170,29 @@ class SubPolicyLearner:
         """One update of every sub-policy that acted in ``groups``: the mean of the groups' gradients per step.
 
         In a distributed run, over the joint groups of every process: each process calls this every time any
-        process has a joint group (``groups`` may be empty). A sub-policy with data in several processes trains on
-        all of them, its gradients averaged over the processes at every minibatch (a process without data takes
-        the same steps with weight 0); one with data in a single process is trained there alone, as one process
-        holding every group would, and its weights, optimizer state and update counter are then sent to the
-        others (one message instead of one per minibatch)."""
+        process has a joint group (``groups`` may be empty). ``update`` says how:
+
+        - ``"gather"``: each sub-policy with data anywhere is trained by one process (the j-th such sub-policy by
+          process j mod P), on every process's data for it, sent there; then its weights, optimizer state and
+          update counter go to the others. The processes train different sub-policies at the same time, and each
+          sub-policy's update is the one a single process with every group computes, bit for bit.
+        - ``"allreduce"``: a sub-policy with data in several processes trains on all of them, its gradients
+          averaged over the processes at every minibatch (a process without data takes the same steps with weight
+          0, as the original's MPI-Adam); one with data in a single process is trained there alone, as one
+          process holding every group would, and then sent to the others.
+        """
         batches = self.batches(traj, groups, group_ids)
         counts = [0 if b is None else len(b["group_sizes"]) for b in batches]
         longest = [0 if b is None else max(b["group_sizes"]) for b in batches]
         everyone = distributed.gather((counts, longest)) if self.world.active else [(counts, longest)]
         metrics: dict[str, float] = {}
-        for k, (model, batch) in enumerate(zip(self.models, batches, strict=True)):
+        for k, batch in enumerate(batches):
             metrics[f"sub{k}/n_steps"] = 0 if batch is None else len(batch["observations"])
             metrics[f"sub{k}/groups"] = counts[k]
+        if self.world.active and self.update == "gather":
+            self._train_gathered(batches, everyone, metrics)
+            return metrics
+        for k, (model, batch) in enumerate(zip(self.models, batches, strict=True)):
             holders = [r for r, (c, _) in enumerate(everyone) if c[k] > 0]
             if not holders:
                 continue
@@ -188,23 +203,56 @@ class SubPolicyLearner:
             weight = counts[k]
             if batch is None:  # other processes have data for it: take the same steps, contributing nothing
                 batch = self._stand_in(traj)
-            ids = batch.pop("group_ids")
-            if self.per_group_order:
-                batch["group_seeds"] = [[self.seed, k, sb3_adapter.n_updates(model), g] for g in ids]
-                batch["longest"] = int(max(lg[k] for _, lg in everyone))
+            batch["longest"] = int(max(lg[k] for _, lg in everyone))
             mean = None if alone else self.means[k]
             if mean is not None:
                 mean.weight = float(weight)
             try:
-                records = sb3_adapter.train_on_batch(model, batch, count=weight > 0)
+                records = self._train_one(k, batch, count=weight > 0)
             finally:
                 if mean is not None:
                     mean.weight = None
             if alone and self.world.active:
                 distributed.send_training_state(model)
             if weight > 0:
-                metrics.update({f"sub{k}/{key.removeprefix('train/')}": v for key, v in records.items()})
+                metrics.update(records)
         return metrics
+
+    def _train_one(self, k: int, batch: dict, count: bool) -> dict[str, float]:
+        """Sub-policy ``k``'s update on ``batch`` (with ``group_ids``; ``longest``: its groups' stream length)."""
+        model = self.models[k]
+        ids = batch.pop("group_ids")
+        longest = batch.pop("longest", None)
+        if self.per_group_order:
+            batch["group_seeds"] = [[self.seed, k, sb3_adapter.n_updates(model), g] for g in ids]
+            batch["longest"] = longest
+        records = sb3_adapter.train_on_batch(model, batch, count=count)
+        return {f"sub{k}/{key.removeprefix('train/')}": v for key, v in records.items()}
+
+    def _train_gathered(self, batches: list[dict | None], everyone: list, metrics: dict[str, float]) -> None:
+        """``update="gather"`` (``train``): collectives in the same order on every process: the data to each
+        sub-policy's trainer, then the trained states from them."""
+        rank, size = self.world.rank, self.world.size
+        held = [k for k in range(len(self.models)) if any(c[k] > 0 for c, _ in everyone)]
+        trainer = {k: j % size for j, k in enumerate(held)}
+        mine: dict[int, dict] = {}
+        for k in held:
+            holders = [r for r, (c, _) in enumerate(everyone) if c[k] > 0]
+            if holders == [trainer[k]]:  # the trainer holds all the data: nothing to send
+                parts = [batches[k]] if rank == trainer[k] else None
+            else:
+                parts = distributed.gather_to(batches[k], trainer[k])
+            if rank == trainer[k]:
+                mine[k] = _concatenate([p for p in parts if p is not None])  # in rank order: the groups' order
+            if batches[k] is not None:  # each process counts the steps it collected, as with "allreduce"
+                self.models[k].num_timesteps += len(batches[k]["observations"])
+        for k, batch in mine.items():  # the processes train their sub-policies side by side
+            metrics.update(self._train_one(k, batch, count=False))
+        for k in held:
+            if rank == trainer[k]:
+                distributed.send_training_state(self.models[k])
+            else:
+                distributed.receive_training_state(self.models[k], trainer[k])
 
     @staticmethod
     def _stand_in(traj: Trajectory) -> dict:
@@ -212,3 +260,12 @@ class SubPolicyLearner:
         one = {name: getattr(traj, name)[:1, 0] for name in ("observations", "actions", "values", "log_probs")}
         return dict(**one, advantages=np.zeros(1, np.float32), returns=np.asarray(one["values"], np.float32),
                     group_sizes=[1], group_ids=[0])  # its one index needs no generator of its own
+
+
+def _concatenate(parts: list[dict]) -> dict:
+    """One batch of several processes' batches of a sub-policy, their groups in order."""
+    out = {key: np.concatenate([p[key] for p in parts]) for key in
+           ("observations", "actions", "values", "log_probs", "advantages", "returns")}
+    out["group_sizes"] = [n for p in parts for n in p["group_sizes"]]
+    out["group_ids"] = [g for p in parts for g in p["group_ids"]]
+    return out

@@ -3,7 +3,8 @@
 ``update <out>``: K=3 sub-policies trained three times on one fixed trajectory of three task groups (2 envs
 each). One process trains on all groups; process r of three on group r only. Sub-policy 0 has data in every
 process (gradients averaged), 1 in processes 0 and 1 (process 2 takes part with weight 0), 2 in process 2 alone
-(trained there, then sent). ``update <out> 2``: the first two groups only (sub-policy 2 never acts). Writes
+(trained there, then sent). ``update <out> 2``: the first two groups only (sub-policy 2 never acts). A third
+argument is ``distributed.subpolicy_update`` (default ``allreduce``). Writes
 ``init_rank<r>.pt`` and ``update_rank<r>.pt`` (parameters before and after, update counters, Adam states).
 
 ``train <out> <overrides...>``: ``meta_train`` into ``out/run``, then ``params_rank<r>.pt`` (the sub-policies'
@@ -66,7 +67,7 @@ def fixed_trajectory(policies, obs_dim: int, T: int = 40, n_envs: int = 6) -> Tr
                       last_values=np.zeros(n_envs, np.float32), last_dones=np.zeros(n_envs, bool))
 
 
-def update(out: Path, n_groups: int = 3) -> None:
+def update(out: Path, n_groups: int = 3, mode: str = "allreduce") -> None:
     world = distributed.init(60)
     cfg = config("env=movement_bandits", f"schedule.n_groups={n_groups}", "schedule.n_envs=2",
                  "schedule.rollout_steps=40", "macro_duration=10", "algo.subpolicy.minibatches=3")
@@ -76,15 +77,16 @@ def update(out: Path, n_groups: int = 3) -> None:
     models = [build_ppo(sub, venv, 20, rollout_buffer_class=sb3_adapter.VariableRolloutBuffer) for _ in range(3)]
     distributed.broadcast_parameters(m.policy for m in models)
     learner = SubPolicyLearner(models, sub.ppo.gamma, sub.ppo.gae_lambda, minibatches=sub.minibatches, seed=0,
-                               n_groups=n_groups)
+                               n_groups=n_groups, update=mode)
     traj = fixed_trajectory(learner.policies, venv.observation_space.shape[0])
     groups = [np.array([0, 1]), np.array([2, 3]), np.array([4, 5])][:n_groups]
     mine = list(range(n_groups)) if not world.active else [world.rank]
     th.save([m.policy.state_dict() for m in models], out / f"init_rank{world.rank}.pt")
     for _ in range(3):
-        learner.train(traj, [groups[g] for g in mine], mine)
+        metrics = learner.train(traj, [groups[g] for g in mine], mine)
     th.save({"params": [m.policy.state_dict() for m in models], "n_updates": [m._n_updates for m in models],
-             "adam": [m.policy.optimizer.state_dict()["state"] for m in models]}, out / f"update_rank{world.rank}.pt")
+             "adam": [m.policy.optimizer.state_dict()["state"] for m in models],
+             "trained": [k for k in range(3) if f"sub{k}/loss" in metrics]}, out / f"update_rank{world.rank}.pt")
 
 
 def train(out: Path, overrides: list[str]) -> None:
@@ -142,7 +144,7 @@ if __name__ == "__main__":
     mode, folder = sys.argv[1], Path(sys.argv[2])
     folder.mkdir(parents=True, exist_ok=True)
     if mode == "update":
-        update(folder, int(sys.argv[3]) if len(sys.argv) > 3 else 3)
+        update(folder, int(sys.argv[3]) if len(sys.argv) > 3 else 3, *sys.argv[4:5])
     elif mode == "train":
         train(folder, sys.argv[3:])
     else:

@@ -40,14 +40,17 @@ def rows(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run_dir)]
 
 
+@pytest.mark.parametrize("mode", ["gather", "allreduce"])
 @pytest.mark.parametrize("groups", [2, 3])
-def test_update_over_processes_equals_the_update_in_one(tmp_path, groups):
+def test_update_over_processes_equals_the_update_in_one(tmp_path, groups, mode):
     """G groups' data: one process with all, or G processes with one each. Sub-policy 0 has data everywhere, 1
-    in processes 0 and 1 (with G=3 the third joins with weight 0), 2 in process 2 alone (trained there, then
-    sent; with G=2 nowhere): the same parameters after three updates, to float tolerance, and bit-identical
-    parameters, update counters and Adam states in the G processes."""
-    ok(run([sys.executable, WORKER, "update", str(tmp_path / "one"), str(groups)]))
-    ok(run(torchrun(WORKER, "update", str(tmp_path / "many"), str(groups), nproc=groups)))
+    in processes 0 and 1, 2 in process 2 alone (with G=2 nowhere). "allreduce": 0 and 1 average their gradients
+    over the processes (with G=3 the third joins 1's with weight 0), 2 is trained in process 2 and sent; the same
+    parameters as one process after three updates, to float tolerance. "gather": each sub-policy's data goes to
+    the process that trains it (0, 1, 2 to processes 0, 1, 2 mod G); the same parameters bit for bit. Both:
+    parameters, update counters and Adam states bit-identical in the G processes."""
+    ok(run([sys.executable, WORKER, "update", str(tmp_path / "one"), str(groups), mode]))
+    ok(run(torchrun(WORKER, "update", str(tmp_path / "many"), str(groups), mode, nproc=groups)))
     one = th.load(tmp_path / "one" / "update_rank0.pt")
     ranks = [th.load(tmp_path / "many" / f"update_rank{r}.pt") for r in range(groups)]
     init = th.load(tmp_path / "one" / "init_rank0.pt")
@@ -55,7 +58,10 @@ def test_update_over_processes_equals_the_update_in_one(tmp_path, groups):
         for name, value in one["params"][k].items():
             for other in ranks[1:]:
                 assert th.equal(ranks[0]["params"][k][name], other["params"][k][name]), (k, name)
-            assert th.allclose(value, ranks[0]["params"][k][name], rtol=0, atol=1e-6), (k, name)
+            if mode == "gather":
+                assert th.equal(value, ranks[0]["params"][k][name]), (k, name)
+            else:
+                assert th.allclose(value, ranks[0]["params"][k][name], rtol=0, atol=1e-6), (k, name)
         for other in ranks[1:]:
             assert other["n_updates"] == ranks[0]["n_updates"] == one["n_updates"]
             for idx, state in ranks[0]["adam"][k].items():
@@ -63,6 +69,10 @@ def test_update_over_processes_equals_the_update_in_one(tmp_path, groups):
         # the updates moved every sub-policy
         assert float((one["params"][k]["action_net.weight"] - init[k]["action_net.weight"]).abs().max()) > 1e-3
     assert one["n_updates"] == [30, 30, 30 if groups == 3 else 0]  # 3 updates of 10 epochs (sub-policy 2: data?)
+    # who trained what: "gather" gives process r sub-policy r; "allreduce" trains 0 and 1 everywhere they have
+    # data (with G=3 the third process joins 1 with weight 0, reporting nothing) and 2 in process 2
+    want = [[0], [1], [2]] if mode == "gather" else [[0, 1], [0, 1], [0, 2]]
+    assert [r["trained"] for r in ranks] == want[:groups]
 
 
 def test_two_processes_train_identical_subpolicies_each_on_its_own_groups(tmp_path):
@@ -250,7 +260,10 @@ def test_settings_that_cannot_be_spread_are_refused_up_front(compose, weighting)
     with pytest.raises(ConfigError, match="group_weighting=samples is single-process only"):
         validate(compose("schedule.n_groups=2", f"algo.subpolicy.group_weighting={weighting}"), processes=2)
     with pytest.raises(ConfigError, match="target_kl=0.01 stops PPO's epochs early"):
-        validate(compose("schedule.n_groups=2", "+algo.subpolicy.ppo.target_kl=0.01"), processes=2)
+        validate(compose("schedule.n_groups=2", "+algo.subpolicy.ppo.target_kl=0.01",
+                         "distributed.subpolicy_update=allreduce"), processes=2)
+    # gathered, one process trains each sub-policy: its own early stop keeps nobody waiting
+    validate(compose("schedule.n_groups=2", "+algo.subpolicy.ppo.target_kl=0.01"), processes=2)
     validate(compose("schedule.n_groups=2", f"algo.subpolicy.group_weighting={weighting}"), processes=1)
 
 

@@ -2,17 +2,22 @@
 task groups and primitive steps, then a projection to the paper's 120 processes from the measured parts.
 
     python -m mlsh.benchmarks.scaling [--envs movement_bandits ant_two_walk] [--procs 1 2] [--repeats 2]
+                                      [--updates gather allreduce]
 
 Each run is ``torchrun --standalone --nproc-per-node P`` of the full loop (``mlsh.train.meta_train``: checkpoints
-and metrics file included, W&B disabled) with G task groups (default: the largest P, one group per process),
-runs of both P alternating, each figure the best of ``--repeats``. Efficiency = rate(P) / (P x rate(1)). Beside
+and metrics file included; W&B, maps and video off) with G task groups (default: the largest P, one group per process),
+runs of both P alternating, each figure the best of ``--repeats``; each P > 1 once per sub-policy update mode
+(``distributed.subpolicy_update``). Efficiency = rate(P) / (P x rate(1)). Beside
 each P > 1: P independent single-process runs of G/P groups each, started together and sharing nothing (what P
 processes could give without any communication: the ceiling of the distributed run), and P copies of the P=1 run
 at once (what the machine gives P processes at all: cache, memory bandwidth, clock). Rank 0
 also times the parts of an iteration: collection (every primitive step with the sub-policy and master forwards),
-the masters' updates, the sub-policy updates and, inside them, the gradient all-reduces.
+the masters' updates, the sub-policy updates and, inside them, the communication between the processes
+(gradient all-reduces, or the gathered data and the trained states sent back, each with its wait).
 
-The projection keeps one task group per process, as the P=2 run: each process's collection, master update and
+The projection (``allreduce``, the update whose work spreads over any number of processes; ``gather`` trains each
+sub-policy in one process, so its update stops shrinking beyond K processes) keeps one task group per process, as
+the P=2 run: each process's collection, master update and
 sub-policy compute per iteration stay as measured there, and only the all-reduces grow with P. Each sub-policy
 update is the same number of minibatches on every process, each ending in one all-reduce of the sub-policy's
 gradient (the measured count per iteration). An all-reduce on P processes is modelled as a ring (2 (P - 1)
@@ -57,7 +62,7 @@ def worker(out: Path, overrides: list[str]) -> None:
 
     th.set_num_threads(1)
     world = distributed.init(300)
-    parts = {"iterate": 0.0, "collect": 0.0, "subs": 0.0, "allreduce": 0.0, "allreduces": 0, "sub_updates": 0,
+    parts = {"iterate": 0.0, "collect": 0.0, "subs": 0.0, "comm": 0.0, "comms": 0, "sub_updates": 0,
              "sub_steps": 0}
     in_subs = [False]
 
@@ -89,9 +94,17 @@ def worker(out: Path, overrides: list[str]) -> None:
 
     subpolicies.SubPolicyLearner.train = flagged
     register_optimizer_step_post_hook(count_step)
-    distributed.GradientMean._reduce = timed(distributed.GradientMean._reduce, "allreduce", "allreduces")
+    def in_update(fn):  # communication inside a sub-policy update
+        wrapped = timed(fn, "comm", "comms")
+        return lambda *args, **kwargs: (wrapped if in_subs[0] else fn)(*args, **kwargs)
+
+    distributed.GradientMean._reduce = in_update(distributed.GradientMean._reduce)
+    for name in ("gather_to", "send_training_state", "receive_training_state"):
+        setattr(distributed, name, in_update(getattr(distributed, name)))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["logger.mode=disabled", "progress_bar=false", *overrides])
+        # no pictures: rank 0 alone draws them (the ant's end-of-run video takes seconds), which is not the loop
+        cfg = compose(config_name="config", overrides=["logger.mode=disabled", "progress_bar=false",
+                                                       "media.maps_every=0", "media.video=false", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         summary = meta_train(cfg, Path(tmp) / "run", progress=False)
@@ -186,6 +199,8 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=None, help="G (default: the largest P)")
     parser.add_argument("--tasks", type=int, default=None, help="tasks per group (default: 3 MovementBandits, 1 ant)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--updates", nargs="+", default=["gather", "allreduce"], choices=["gather", "allreduce"],
+                        help="distributed.subpolicy_update of the runs with P > 1")
     parser.add_argument("--save", help="write the measured runs to this JSON file")
     parser.add_argument("--load", help="print the tables of a --save file instead of running")
     parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -201,29 +216,35 @@ def main() -> None:
     if args.load:  # print the tables of a saved run again (the projection re-measures the all-reduces)
         saved = json.loads(Path(args.load).read_text())
         G, args.repeats = saved["G"], saved["repeats"]
-        tables = [(env, o, *({int(p): v for p, v in d.items()} for d in ds)) for env, o, *ds in saved["tables"]]
+        tables = [(env, o, best, *({int(p): v for p, v in d.items()} for d in ds))
+                  for env, o, best, *ds in saved["tables"]]
     for env in [] if args.load else args.envs:
         tasks = args.tasks or (3 if env == "movement_bandits" else 1)
         overrides = [f"env={env}", *RUNS.get(env, []), f"schedule.n_groups={G}", f"schedule.n_tasks={G * tasks}",
                      "schedule.stagger=wrapped"]
-        best: dict[int, dict] = {}
+        best: dict[str, dict] = {}  # "P=2 gather" -> the best run
         ceiling: dict[int, dict] = {}
         copies: dict[int, dict] = {}
         base = [f"env={env}", *RUNS.get(env, []), "schedule.stagger=wrapped"]
         for r in range(args.repeats):
             for p in args.procs:
-                with tempfile.TemporaryDirectory() as tmp:
-                    torchrun(p, ["--worker", tmp, *overrides])
-                    res = json.loads((Path(tmp) / "result.json").read_text())
-                if p not in best or res["summary"]["steps_per_second"] > best[p]["summary"]["steps_per_second"]:
-                    best[p] = res
+                for update in args.updates if p > 1 else [None]:
+                    label = f"P={p}" + (f" {update}" if update else "")
+                    mode = [f"distributed.subpolicy_update={update}"] if update else []
+                    with tempfile.TemporaryDirectory() as tmp:
+                        torchrun(p, ["--worker", tmp, *overrides, *mode])
+                        res = json.loads((Path(tmp) / "result.json").read_text())
+                    res["procs"] = p
+                    if label not in best or res["summary"]["steps_per_second"] > \
+                            best[label]["summary"]["steps_per_second"]:
+                        best[label] = res
                 if p > 1:
                     for found, groups in ((ceiling, G // p), (copies, G)):
                         alone = independent(p, groups, base, tasks)
                         if p not in found or alone["steps_per_second"] > found[p]["steps_per_second"]:
                             found[p] = alone
-            print(f"{env} repeat {r + 1}: " + ", ".join(f"P={p} {b['summary']['steps_per_second']:,.0f} steps/s"
-                                                      for p, b in best.items())
+            print(f"{env} repeat {r + 1}: " + ", ".join(f"{label} {b['summary']['steps_per_second']:,.0f} steps/s"
+                                                      for label, b in best.items())
                   + "".join(f", {p} independent {c['steps_per_second']:,.0f}" for p, c in ceiling.items())
                   + "".join(f", {p} copies {c['steps_per_second']:,.0f}" for p, c in copies.items()), flush=True)
         tables.append((env, overrides, best, ceiling, copies))
@@ -232,15 +253,19 @@ def main() -> None:
     print(f"\nscaling on this machine ({os.cpu_count()} cores), G={G} task groups, equal primitive steps, best of "
           f"{args.repeats}, torch threads 1:")
     print(f"{'env':<18} {'run':<16} {'steps':>10} {'steps/s':>9} {'efficiency':>10}   seconds per iteration on rank "
-          f"0: collect, masters, subs (of which all-reduce, calls)")
+          f"0: collect, masters, subs (of which communication, calls)")
     for env, _, best, ceiling, copies in tables:
-        ref = best[min(best)]["summary"]["steps_per_second"] / min(best)
-        for p, b in sorted(best.items()):
+        first = min(best.values(), key=lambda b: b["procs"])
+        ref = first["summary"]["steps_per_second"] / first["procs"]
+        labels = list(best)
+        for i, (label, b) in enumerate(best.items()):
+            p = b["procs"]
             s, t = b["summary"], per_iteration(b, env, G)
-            print(f"{env:<18} {f'P={p}':<16} {s['global_step']:>10,} {s['steps_per_second']:>9,.0f} "
+            print(f"{env:<18} {label:<16} {s['global_step']:>10,} {s['steps_per_second']:>9,.0f} "
                   f"{s['steps_per_second'] / (p * ref):>10.2f}   {t['collect']:.3f}, {t['masters']:.3f}, "
-                  f"{t['subs']:.3f} ({t['allreduce']:.4f}, {t['allreduces']:.0f})")
-            if p in ceiling:
+                  f"{t['subs']:.3f} ({t['comm']:.4f}, {t['comms']:.0f})")
+            last_of_p = i + 1 == len(labels) or best[labels[i + 1]]["procs"] != p
+            if p in ceiling and last_of_p:
                 c = ceiling[p]
                 print(f"{env:<18} {f'{p} independent':<16} {c['global_step']:>10,} {c['steps_per_second']:>9,.0f} "
                       f"{c['steps_per_second'] / (p * ref):>10.2f}   ({p} single-process runs of {G // p} groups at "
@@ -253,10 +278,10 @@ def main() -> None:
 
 
 def per_iteration(result: dict, env: str, G: int) -> dict[str, float]:
-    """Rank 0's parts of one iteration, in seconds (``allreduces``: calls)."""
+    """Rank 0's parts of one iteration, in seconds (``comms``: calls)."""
     parts = result["parts"]
     iters = result["summary"]["global_step"] / (G * float(_rollout(env)))
-    out = {k: parts[k] / iters for k in ("collect", "subs", "allreduce", "allreduces", "sub_steps")}
+    out = {k: parts[k] / iters for k in ("collect", "subs", "comm", "comms", "sub_steps")}
     out["masters"] = (parts["iterate"] - parts["collect"] - parts["subs"]) / iters
     return out
 
@@ -277,7 +302,7 @@ def projection(tables, G: int) -> None:
     """Steps/s and efficiency projected to 10..120 processes (the paper's 120 workers), one task group per process,
     from the P=2 run's parts and all-reduces timed on loopback."""
     for env, _, best, _, _ in tables:
-        if 1 not in best or 2 not in best or G != 2:
+        if "P=1" not in best or "P=2 allreduce" not in best or G != 2:
             continue
         n_params = subpolicy_size(env)
         sizes = [n_params, 2 * n_params, 4 * n_params, 8 * n_params, 16 * n_params]
@@ -287,16 +312,17 @@ def projection(tables, G: int) -> None:
         # 2 processes, either algorithm: 2 latency terms and one message over the link: fit latency and bandwidth
         slope, intercept = np.polyfit([4.0 * n for n in sizes], [measured[n] for n in sizes], 1)
         latency, bandwidth = max(intercept / 2, 1e-7), 1.0 / max(slope, 1e-12)
-        t = per_iteration(best[2], env, G)
-        compute = t["collect"] + t["masters"] + t["subs"] - t["allreduce"]
+        t = per_iteration(best["P=2 allreduce"], env, G)
+        compute = t["collect"] + t["masters"] + t["subs"] - t["comm"]
         rollout = float(_rollout(env))
         nbytes = 4.0 * n_params
         # at scale some group is joint in every iteration and several processes hold data for every sub-policy
         # update: one update per iteration, one all-reduce per optimizer step (as many as in one update at P=1)
-        calls = best[1]["parts"]["sub_steps"] / max(1, best[1]["parts"]["sub_updates"])
-        print(f"\n{env}: projection, one task group of {rollout:,.0f} steps per process and iteration (from P=2: "
+        calls = best["P=1"]["parts"]["sub_steps"] / max(1, best["P=1"]["parts"]["sub_updates"])
+        print(f"\n{env}: projection, one task group of {rollout:,.0f} steps per process and iteration (from P=2 "
+              f"allreduce: "
               f"{t['collect']:.3f} s collecting, {t['masters']:.3f} s master update, "
-              f"{t['subs'] - t['allreduce']:.3f} s sub-policy compute and waiting; at scale an update every "
+              f"{t['subs'] - t['comm']:.3f} s sub-policy compute and waiting; at scale an update every "
               f"iteration, {calls:.0f} all-reduces of {n_params:,} float32, one per optimizer step)")
         print("all-reduce over gloo on loopback, 2 processes: " + ", ".join(
             f"{n * 4 / 1024:.0f} KiB {measured[n] * 1e6:.0f} us" for n in sizes)
