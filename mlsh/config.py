@@ -175,8 +175,8 @@ def _distributed(cfg: DictConfig, processes: int) -> None:
     node = cfg.get("distributed")
     if node is not None:
         _int(cfg, "distributed.check_every", 1)
-        if node.get("subpolicy_update", "gather") not in ("gather", "allreduce"):
-            raise ConfigError(f"distributed.subpolicy_update must be 'gather' or 'allreduce', got "
+        if node.get("subpolicy_update", "auto") not in ("auto", "gather", "allreduce"):
+            raise ConfigError(f"distributed.subpolicy_update must be 'auto', 'gather' or 'allreduce', got "
                               f"{node.get('subpolicy_update')!r}")
         if not (isinstance(node.get("timeout_s"), int | float) and node.timeout_s > 0):
             raise ConfigError(f"distributed.timeout_s must be a number > 0, got {node.get('timeout_s')!r}")
@@ -189,7 +189,8 @@ def _distributed(cfg: DictConfig, processes: int) -> None:
     if cfg.algo.name == "mlsh" and cfg.algo.subpolicy.get("group_weighting", "groups") != "groups":
         raise ConfigError("algo.subpolicy.group_weighting=samples is single-process only; several processes "
                           "average the groups' gradients (group_weighting=groups)")
-    gathered = (cfg.get("distributed") or {}).get("subpolicy_update", "gather") == "gather"
+    update = (cfg.get("distributed") or {}).get("subpolicy_update", "auto")
+    gathered = update == "gather" or update == "auto" and processes <= int(cfg.get("n_subpolicies", 1))
     for section in ("algo.policy",) if gathered else ("algo.subpolicy", "algo.policy"):
         kl = OmegaConf.select(cfg, section + ".ppo.target_kl")
         if kl is not None:

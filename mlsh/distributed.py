@@ -11,7 +11,8 @@ owns the task groups ``r * G/P ... (r + 1) * G/P - 1``: their envs, tasks and ma
   gradient the mean of the joint groups' gradients over all ranks (``GradientMean``: each rank's gradient,
   already the mean over its own joint groups, weighted by their number), counting only the ranks that
   contribute, as the original's MPI-Adam did; a rank without data for a sub-policy still takes part, with
-  weight 0, so that every collective is met on every rank: "allreduce". ``check_identical`` asserts the
+  weight 0, so that every collective is met on every rank: "allreduce" ("auto": gather with at most K processes,
+  allreduce with more). ``check_identical`` asserts the
   parameters bit-identical at an interval (the original: every 100 steps);
 - the observation filter's statistics (``sync_obs_stats``), merged over ranks after every iteration;
 - the loop's view: every rank receives every iteration's metrics, returns, tasks and signals of all, so that all

@@ -198,7 +198,7 @@ class MLSHLearner(_Groups):
                                             seed=cfg.seed, n_groups=self.total_groups,
                                             switch_bootstrap=sub.get("switch_bootstrap", "next"),
                                             min_share=sub.get("min_share", 0.0),
-                                            update=cfg.get("distributed", {}).get("subpolicy_update", "gather"))
+                                            update=cfg.get("distributed", {}).get("subpolicy_update", "auto"))
         self.env = SubPolicySelectionVecEnv(venv, self.sub_learner.policies, cfg.macro_duration, sub.ppo.gamma,
                                             segment_values=self.sub_learner.switch_bootstrap == "own")
         self.top_env = self.env

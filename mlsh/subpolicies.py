@@ -18,7 +18,7 @@ from mlsh.selection import Trajectory
 
 GROUP_WEIGHTINGS = ("groups", "samples")  # how the joint groups weigh in a sub-policy update (VariableRolloutBuffer)
 SWITCH_BOOTSTRAPS = ("next", "own")  # the value a macro step's last primitive step bootstraps from (module docstring)
-UPDATES = ("gather", "allreduce")  # how several processes update a sub-policy (SubPolicyLearner.train)
+UPDATES = ("auto", "gather", "allreduce")  # how several processes update a sub-policy (SubPolicyLearner.train)
 
 
 def full_trajectory_gae(
@@ -68,7 +68,7 @@ class SubPolicyLearner:
     def __init__(self, models: list[PPO], gamma: float, gae_lambda: float, advantage_norm: str = "share",
                  group_weighting: str = "groups", minibatches: int | None = None, seed: int = 0,
                  n_groups: int = 1, switch_bootstrap: str = "next", min_share: float = 0.0,
-                 update: str = "gather"):
+                 update: str = "auto"):
         if advantage_norm not in ("share", "minibatch"):
             raise ValueError(f"advantage_norm must be 'share' or 'minibatch', got {advantage_norm!r}")
         if group_weighting not in GROUP_WEIGHTINGS:
@@ -79,7 +79,9 @@ class SubPolicyLearner:
             raise ValueError(f"min_share must be in [0, 1], got {min_share!r}")
         if update not in UPDATES:
             raise ValueError(f"update must be one of {list(UPDATES)}, got {update!r}")
-        self.update = update
+        self.world = distributed.world()
+        # auto: gather while every process can train a sub-policy of its own, allreduce beyond
+        self.update = update if update != "auto" else "gather" if self.world.size <= len(models) else "allreduce"
         self.switch_bootstrap, self.min_share = switch_bootstrap, float(min_share)
         self.models = models
         self.gamma, self.gae_lambda = gamma, gae_lambda
@@ -87,7 +89,6 @@ class SubPolicyLearner:
         # With several task groups (in this process or over several), each group's minibatch order comes from its
         # own generator, seeded by (seed, sub-policy, update, group): the same however the groups are spread.
         self.seed, self.per_group_order = int(seed), n_groups > 1 and group_weighting == "groups"
-        self.world = distributed.world()
         self.means = [distributed.GradientMean(m.policy, f"sub-policy {k}") if self.world.active else None
                       for k, m in enumerate(models)]
         for model, mean in zip(models, self.means, strict=True):
@@ -170,7 +171,8 @@ class SubPolicyLearner:
         """One update of every sub-policy that acted in ``groups``: the mean of the groups' gradients per step.
 
         In a distributed run, over the joint groups of every process: each process calls this every time any
-        process has a joint group (``groups`` may be empty). ``update`` says how:
+        process has a joint group (``groups`` may be empty). ``update`` says how (``"auto"``: ``"gather"`` with at
+        most K processes, ``"allreduce"`` with more):
 
         - ``"gather"``: each sub-policy with data anywhere is trained by one process (the j-th such sub-policy by
           process j mod P), on every process's data for it, sent there; then its weights, optimizer state and

@@ -76,8 +76,8 @@ def test_option_critic_warns_when_its_linear_nets_meet_observations_that_are_not
         ("algo.subpolicy.switch_bootstrap=last", "algo.subpolicy.switch_bootstrap must be one of ['next', 'own']"),
         ("algo.subpolicy.min_share=1.5", "algo.subpolicy.min_share must be a number in [0, 1], got 1.5"),
         ("algo.subpolicy.minibatches=0", "algo.subpolicy.minibatches must be an integer >= 1, got 0"),
-        ("distributed.subpolicy_update=ring", "distributed.subpolicy_update must be 'gather' or 'allreduce', got "
-                                              "'ring'"),
+        ("distributed.subpolicy_update=ring", "distributed.subpolicy_update must be 'auto', 'gather' or "
+                                              "'allreduce', got 'ring'"),
     ],
 )
 def test_bad_values_are_named(compose, override, message):
