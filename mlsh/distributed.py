@@ -12,8 +12,8 @@ owns the task groups ``r * G/P ... (r + 1) * G/P - 1``: their envs, tasks and ma
   already the mean over its own joint groups, weighted by their number), counting only the ranks that
   contribute, as the original's MPI-Adam did; a rank without data for a sub-policy still takes part, with
   weight 0, so that every collective is met on every rank: "allreduce" ("auto": gather with at most K processes,
-  allreduce with more). ``check_identical`` asserts the
-  parameters bit-identical at an interval (the original: every 100 steps);
+  allreduce with more). ``check_identical`` asserts the parameters bit-identical at an interval (the original:
+  every 100 steps);
 - the observation filter's statistics (``sync_obs_stats``), merged over ranks after every iteration;
 - the loop's view: every rank receives every iteration's metrics, returns, tasks and signals of all, so that all
   take the same decisions; rank 0 alone writes the run folder.

@@ -8,7 +8,8 @@ same (actions, values, log_probs) for categorical and diagonal-Gaussian policies
 For SB3's default MLP layout (flattened vector observations, ``nn.Sequential`` of ``Linear`` and elementwise
 activations) the layers are called as the functions their modules call (``F.linear``, ``th.tanh``, ...), without
 ``nn.Module.__call__``'s dispatch: the same operations on the same tensors, hence the same numbers bit for bit, in
-about half the time for the small batches of one primitive step.
+about 30% less time for the small batches of one primitive step (90 against 130 us for 20 MovementBandits
+observations, 70 against 105 us for 4 ant observations, measured here).
 """
 
 from __future__ import annotations
