@@ -178,3 +178,19 @@ def test_a_batched_run_killed_at_random_and_resumed_is_identical(tmp_path):
     proc.communicate()
     resume(tmp_path / "cut")
     assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
+def test_speed_benchmark_times_the_staggered_steady_state():
+    """mujoco_speed's end-to-end iterations: every group joint U / (W + U) of one cycle, at its stagger's phase."""
+    from mlsh.benchmarks.mujoco_speed import layout_overrides, steady_state
+
+    for groups in (1, 2, 4):
+        pattern = steady_state(groups, 20, 40, "wrapped", 60)
+        assert len(pattern) == 60 and all(len(joint) == groups for joint in pattern)
+        assert [sum(col) for col in zip(*pattern)] == [40] * groups
+    assert steady_state(2, 20, 40, "wrapped", 6) == [[False, True], [False, True], [True, True],
+                                                     [True, False], [True, False], [True, True]]
+    assert layout_overrides("4x10") == ["schedule.n_groups=4", "schedule.n_envs=10"]
+    assert layout_overrides("config") == []
+    with pytest.raises(SystemExit, match="4by10"):
+        layout_overrides("4by10")

@@ -10,12 +10,12 @@ call alone would give (``C step only``: no env of this model and physics can bea
 The runners take turns in ``--rounds`` chunks, so that a background load hits all alike; a rate is total steps
 over total time.
 
-**End to end**: MLSH meta-training on AntTwoWalk with its config (the paper's N=200, W=20, U=40, this project's
-two task groups of 4 envs, 8000 steps per group and iteration): ``--iters`` iterations whose joint phases are those
-of the steady state of the two staggered groups (per 60-iteration cycle, 20 with both groups joint, 40 with one:
-the pattern both, first, second, repeated), every update included: per-env stepping and the batched env with
-minibatches of 64 steps, then the batched env on 1 and 2 threads with the original's 15 minibatches per epoch
-(the config's default); against the rate of gymnasium's Ant-v5 measured in the same command.
+**End to end**: MLSH meta-training on AntTwoWalk with its config (the paper's N=200, W=20, U=40, 8000 steps per
+group and iteration, the env file's task groups and envs per group, or each ``--layouts GxN``: G groups of N envs):
+``--iters`` iterations spread evenly over one cycle of the staggered groups' steady state (each group joint in the
+iterations where its task is past warmup, as in a run), every update included: per-env stepping and the batched
+env with minibatches of 64 steps, then the batched env on 1 and 2 threads with the original's 15 minibatches per
+epoch (the config's default); against the rate of gymnasium's Ant-v5 measured in turn in the same command.
 """
 
 from __future__ import annotations
@@ -123,6 +123,16 @@ E2E = {  # variant: overrides of the ant_two_walk config (whose default is batch
 }
 
 
+def steady_state(n_groups: int, warmup: int, joint: int, kind: str, iters: int) -> list[list[bool]]:
+    """Which groups train their sub-policies in ``iters`` iterations spread evenly over one W + U cycle of the
+    steady state: group g, started ``stagger(g)`` iterations late, is joint where its task is past warmup."""
+    from mlsh.groups import stagger
+
+    cycle = warmup + joint
+    return [[(t - stagger(g, warmup, joint, kind)) % cycle >= warmup for g in range(n_groups)]
+            for t in (i * cycle // iters for i in range(iters))]
+
+
 def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
     """Primitive steps per second of ``iters`` MLSH iterations on AntTwoWalk, and the share spent in the
     sub-policy update."""
@@ -140,7 +150,8 @@ def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
     rng = task_rng(0, "train")
     for g in range(G):
         learner.start_task(sample_task(venv, rng), g)
-    pattern = [[True] * G] + [[g == i for g in range(G)] for i in range(G)]  # both joint, then one at a time
+    pattern = steady_state(G, cfg.schedule.warmup_iters, cfg.schedule.joint_iters,
+                           cfg.schedule.get("stagger", "original"), iters)
     sub_seconds = 0.0
     train = learner.sub_learner.train
 
@@ -153,12 +164,23 @@ def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
 
     learner.sub_learner.train = timed_train
     start = time.perf_counter()
-    for i in range(iters):
-        learner.iterate(pattern[i % len(pattern)])
+    for joint in pattern:
+        learner.iterate(joint)
     seconds = time.perf_counter() - start
     steps = iters * cfg.schedule.rollout_steps * G
     venv.close()
-    return {"steps": steps, "steps_per_second": steps / seconds, "subs_share": sub_seconds / seconds}
+    return {"steps": steps, "steps_per_second": steps / seconds, "subs_share": sub_seconds / seconds,
+            "layout": f"{G}x{cfg.schedule.n_envs}"}
+
+
+def layout_overrides(layout: str) -> list[str]:
+    """``GxN`` (G task groups of N envs) as config overrides; ``config``: the env file's."""
+    if layout == "config":
+        return []
+    groups, sep, n_envs = layout.partition("x")
+    if not (sep and groups.isdigit() and n_envs.isdigit()):
+        raise SystemExit(f"--layouts {layout!r}: give GxN, e.g. 2x4 (2 task groups of 4 envs), or config")
+    return [f"schedule.n_groups={groups}", f"schedule.n_envs={n_envs}"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -170,6 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=16, help="envs of the vectorised runners")
     parser.add_argument("--iters", type=int, default=6, help="MLSH iterations per end-to-end variant (0: none)")
     parser.add_argument("--variants", nargs="+", default=list(E2E), choices=list(E2E))
+    parser.add_argument("--layouts", nargs="+", default=["config"],
+                        help="GxN: G task groups of N envs (rollout_steps 8000 must be a multiple of N x 200); "
+                             "config: the env file's")
     args = parser.parse_args(argv)
     th.set_num_threads(1)
     print(f"env step rate, random actions, one process ({args.steps} steps per runner in {args.rounds} "
@@ -185,16 +210,18 @@ def main(argv: list[str] | None = None) -> None:
             print(line, flush=True)
     if not args.iters:
         return
-    print(f"\nMLSH meta-training on ant_two_walk (N=200, W=20, U=40, 2 groups x 4 envs), {args.iters} iterations "
-          f"in the steady state's joint pattern, against gymnasium Ant-v5 timed in turn:")
-    print(f"{'variant':<36} {'steps':>8} {'steps/s':>9} {'Ant-v5':>8} {'ratio':>6} {'update share':>13}")
+    print(f"\nMLSH meta-training on ant_two_walk (N=200, W=20, U=40, 8000 steps per group and iteration), "
+          f"{args.iters} iterations over the staggered groups' steady state, against gymnasium Ant-v5 timed in turn:")
+    print(f"{'variant':<36} {'groups':>7} {'steps':>8} {'steps/s':>9} {'Ant-v5':>8} {'ratio':>6} {'update share':>13}")
     ant = _Gym("Ant-v5", "Ant-v5")
-    for variant in args.variants:
-        ant.run(4000)
-        res = e2e_rate(E2E[variant], args.iters)
-        ant.run(4000)
-        print(f"{variant:<36} {res['steps']:>8,} {res['steps_per_second']:>9,.0f} {ant.rate():>8,.0f} "
-              f"{res['steps_per_second'] / ant.rate():>6.2f} {res['subs_share']:>13.2f}", flush=True)
+    for layout in args.layouts:
+        for variant in args.variants:
+            ant.run(4000)
+            res = e2e_rate(E2E[variant] + layout_overrides(layout), args.iters)
+            ant.run(4000)
+            print(f"{variant:<36} {res['layout']:>7} {res['steps']:>8,} {res['steps_per_second']:>9,.0f} "
+                  f"{ant.rate():>8,.0f} {res['steps_per_second'] / ant.rate():>6.2f} {res['subs_share']:>13.2f}",
+                  flush=True)
     print(f"(targets, issue 12: batched env >= {ENV_TARGET}x its base env per core; MLSH >= {E2E_TARGET}x Ant-v5)")
 
 
