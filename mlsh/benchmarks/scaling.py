@@ -201,6 +201,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--updates", nargs="+", default=["gather", "allreduce"], choices=["gather", "allreduce"],
                         help="distributed.subpolicy_update of the runs with P > 1")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a run.py override for every run, after the env's (e.g. schedule.n_envs=10)")
     parser.add_argument("--save", help="write the measured runs to this JSON file")
     parser.add_argument("--load", help="print the tables of a --save file instead of running")
     parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -220,12 +222,12 @@ def main() -> None:
                   for env, o, best, *ds in saved["tables"]]
     for env in [] if args.load else args.envs:
         tasks = args.tasks or (3 if env == "movement_bandits" else 1)
-        overrides = [f"env={env}", *RUNS.get(env, []), f"schedule.n_groups={G}", f"schedule.n_tasks={G * tasks}",
-                     "schedule.stagger=wrapped"]
+        overrides = [f"env={env}", *RUNS.get(env, []), *args.set, f"schedule.n_groups={G}",
+                     f"schedule.n_tasks={G * tasks}", "schedule.stagger=wrapped"]
         best: dict[str, dict] = {}  # "P=2 gather" -> the best run
         ceiling: dict[int, dict] = {}
         copies: dict[int, dict] = {}
-        base = [f"env={env}", *RUNS.get(env, []), "schedule.stagger=wrapped"]
+        base = [f"env={env}", *RUNS.get(env, []), *args.set, "schedule.stagger=wrapped"]
         for r in range(args.repeats):
             for p in args.procs:
                 for update in args.updates if p > 1 else [None]:
@@ -254,13 +256,13 @@ def main() -> None:
           f"{args.repeats}, torch threads 1:")
     print(f"{'env':<18} {'run':<16} {'steps':>10} {'steps/s':>9} {'efficiency':>10}   seconds per iteration on rank "
           f"0: collect, masters, subs (of which communication, calls)")
-    for env, _, best, ceiling, copies in tables:
+    for env, overrides, best, ceiling, copies in tables:
         first = min(best.values(), key=lambda b: b["procs"])
         ref = first["summary"]["steps_per_second"] / first["procs"]
         labels = list(best)
         for i, (label, b) in enumerate(best.items()):
             p = b["procs"]
-            s, t = b["summary"], per_iteration(b, env, G)
+            s, t = b["summary"], per_iteration(b, overrides, G)
             print(f"{env:<18} {label:<16} {s['global_step']:>10,} {s['steps_per_second']:>9,.0f} "
                   f"{s['steps_per_second'] / (p * ref):>10.2f}   {t['collect']:.3f}, {t['masters']:.3f}, "
                   f"{t['subs']:.3f} ({t['comm']:.4f}, {t['comms']:.0f})")
@@ -277,20 +279,20 @@ def main() -> None:
     projection(tables, G)
 
 
-def per_iteration(result: dict, env: str, G: int) -> dict[str, float]:
-    """Rank 0's parts of one iteration, in seconds (``comms``: calls)."""
+def per_iteration(result: dict, overrides: list[str], G: int) -> dict[str, float]:
+    """Rank 0's parts of one iteration of the run of these overrides, in seconds (``comms``: calls)."""
     parts = result["parts"]
-    iters = result["summary"]["global_step"] / (G * float(_rollout(env)))
+    iters = result["summary"]["global_step"] / (G * float(_rollout(overrides)))
     out = {k: parts[k] / iters for k in ("collect", "subs", "comm", "comms", "sub_steps")}
     out["masters"] = (parts["iterate"] - parts["collect"] - parts["subs"]) / iters
     return out
 
 
-def _rollout(env: str) -> int:
+def _rollout(overrides: list[str]) -> int:
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"env={env}", *RUNS.get(env, [])])
+        cfg = compose(config_name="config", overrides=overrides)
     return int(cfg.schedule.rollout_steps)
 
 
@@ -301,7 +303,7 @@ WIRE_BANDWIDTH = 1.25e9  # bytes/s, 10 Gb Ethernet
 def projection(tables, G: int) -> None:
     """Steps/s and efficiency projected to 10..120 processes (the paper's 120 workers), one task group per process,
     from the P=2 run's parts and all-reduces timed on loopback."""
-    for env, _, best, _, _ in tables:
+    for env, overrides, best, _, _ in tables:
         if "P=1" not in best or "P=2 allreduce" not in best or G != 2:
             continue
         n_params = subpolicy_size(env)
@@ -312,9 +314,9 @@ def projection(tables, G: int) -> None:
         # 2 processes, either algorithm: 2 latency terms and one message over the link: fit latency and bandwidth
         slope, intercept = np.polyfit([4.0 * n for n in sizes], [measured[n] for n in sizes], 1)
         latency, bandwidth = max(intercept / 2, 1e-7), 1.0 / max(slope, 1e-12)
-        t = per_iteration(best["P=2 allreduce"], env, G)
+        t = per_iteration(best["P=2 allreduce"], overrides, G)
         compute = t["collect"] + t["masters"] + t["subs"] - t["comm"]
-        rollout = float(_rollout(env))
+        rollout = float(_rollout(overrides))
         nbytes = 4.0 * n_params
         # at scale some group is joint in every iteration and several processes hold data for every sub-policy
         # update: one update per iteration, one all-reduce per optimizer step (as many as in one update at P=1)
