@@ -4,7 +4,8 @@ For each of ``--tasks`` tasks drawn from the held-out stream (disjoint from trai
 latest checkpoint: MLSH keeps its sub-policies frozen and trains a fresh master; option-critic keeps its
 intra-option policies frozen and trains a fresh critic and fresh termination functions; the shared policy is fine-tuned
 (from the checkpoint, separately for each task); the scratch baseline trains a fresh policy. Every learner
-collects ``schedule.rollout_steps`` primitive steps per update, like in training. The mean episode return of the
+collects ``schedule.rollout_steps`` primitive steps per update, like in training (over fewer envs where the run's
+would not finish an episode each in a rollout: ``whole_episode_envs``). The mean episode return of the
 rollout after u updates (u = 0 .. ``--updates``) is the curve; ``eval.json`` and ``eval.png`` go into the run
 folder. ``algo.<key>=<value>`` arguments change the held-out learners' settings from the run's (``--name`` keeps
 such an evaluation beside the default one).
@@ -39,12 +40,24 @@ def load_run_config(run_dir: Path) -> DictConfig:
     return cfg
 
 
+def whole_episode_envs(cfg: DictConfig) -> int:
+    """The envs of a held-out learner: the run's ``schedule.n_envs``, or the most below it that still let every env
+    finish an episode in each rollout, so that no point of the curve lacks a return (a run with many envs per group
+    can collect less than an episode per env an iteration; its masters bootstrap across iterations)."""
+    n_envs, d, episode = cfg.schedule.n_envs, cfg.schedule.rollout_steps, cfg.env.get("episode_steps")
+    if episode is None or d // n_envs >= episode:
+        return n_envs
+    fits = [n for n in range(n_envs, 0, -1) if d % n == 0 and (d // n) % cfg.macro_duration == 0 and d // n >= episode]
+    return fits[0] if fits else n_envs
+
+
 def transfer(cfg: DictConfig, ckpt: Path | None, n_tasks: int, n_updates: int, seed: int,
              progress: bool = False) -> dict[str, Any]:
     """Run the protocol; ``ckpt`` is None only for the scratch baseline, which needs no checkpoint."""
     cfg = cfg.copy()
     cfg.seed = seed
     OmegaConf.update(cfg, "schedule.n_groups", 1, force_add=True)  # one held-out task at a time
+    cfg.schedule.n_envs = whole_episode_envs(cfg)
     setup_torch(cfg)
     venv = make_task_env(cfg, seed=EVAL_ENV_SEED_OFFSET + seed * 1000)
     learner = make_learner(cfg, venv)
@@ -78,6 +91,7 @@ def transfer(cfg: DictConfig, ckpt: Path | None, n_tasks: int, n_updates: int, s
         "checkpoint": None if ckpt is None else str(ckpt),
         "seed": seed,
         "n_tasks": n_tasks,
+        "n_envs": cfg.schedule.n_envs,
         "rollout_steps": cfg.schedule.rollout_steps,
         "updates": list(range(n_updates + 1)),
         "mean_return": arr.mean(axis=0).tolist(),

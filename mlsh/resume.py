@@ -1,4 +1,5 @@
-"""Continue an interrupted run from its latest checkpoint: ``python -m mlsh.resume <run dir> [--n-tasks N]``.
+"""Continue an interrupted run from its latest checkpoint: ``python -m mlsh.resume <run dir> [--n-tasks N]
+[--max-minutes M]``.
 
 The run's own config (``.hydra/config.yaml``) is used. The run continues exactly as if it had never stopped
 (``mlsh.snapshot``): metrics logged after the checkpoint are dropped and redone identically, so ``metrics.jsonl``
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from mlsh import distributed
+from mlsh.config import validate
 from mlsh.evaluate import load_run_config
 from mlsh.faults import NonFiniteError
 from mlsh.train import meta_train
@@ -24,11 +26,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlsh.resume", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--n-tasks", type=int, default=None, help="raise the run's schedule.n_tasks")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="raise the run's schedule.max_minutes (counted over the whole run, resumes included)")
     args = parser.parse_args(argv)
     try:
         cfg = load_run_config(args.run_dir)
         if args.n_tasks is not None:
             cfg.schedule.n_tasks = args.n_tasks
+        if args.max_minutes is not None:
+            cfg.schedule.max_minutes = args.max_minutes
+            validate(cfg)
         world = distributed.init(float(cfg.get("distributed", {}).get("timeout_s", 300)))
         summary = meta_train(cfg, args.run_dir, progress=cfg.progress_bar, resume=True)
     except (FileNotFoundError, ValueError, NonFiniteError, distributed.PeerLost) as err:

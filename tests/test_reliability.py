@@ -389,6 +389,20 @@ def test_max_minutes_counts_the_time_before_a_resume(compose, tmp_path):
     assert min(r["time_minutes"] for r in read_metrics(tmp_path)[-3:] if "time_minutes" in r) > 5.0
 
 
+def test_resume_raises_a_time_budget_that_stopped_the_run(tmp_path):
+    code, out = finish(start(tmp_path, "schedule.max_minutes=0.0001"))
+    assert code == 0, out[-3000:]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["task_00000"]  # the budget ended it
+    bad = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path), "--max-minutes", "0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "schedule.max_minutes must be > 0" in bad.stderr
+    proc = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path), "--max-minutes", "30", "--n-tasks",
+                           "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tasks_done=3" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir())[-1] == "task_00002"
+
+
 def test_resume_refuses_a_run_folder_of_another_config(compose, tmp_path):
     meta_train(compose(*BASE, "schedule.n_tasks=1", "logger.mode=disabled"), tmp_path, progress=False)
     other = compose(*BASE, "schedule.n_tasks=2", "logger.mode=disabled", "algo.subpolicy.ppo.learning_rate=0.1")

@@ -367,3 +367,15 @@ def test_four_rooms_primitives_scores_a_runs_subpolicies(tmp_path):
     best, oracle = np.array(rows["best master"][:4], float), np.array(rows["oracle"][:4], float)
     alone = np.array([rows[f"sub-policy {k}"] for k in range(4)], float)
     assert np.all(best >= alone.max(axis=0) - 0.11) and np.all(best <= oracle + 0.11)  # (printed to 0.1)
+
+
+def test_held_out_rollouts_hold_whole_episodes_even_with_many_envs_per_group(compose):
+    from mlsh.evaluate import transfer, whole_episode_envs
+
+    # 5 envs x 40 steps: no env would finish a 50-step episode in a rollout, and curve points would have no return
+    cfg = compose("algo=scratch", "schedule=smoke", "logger.mode=disabled", "schedule.n_envs=5")
+    assert whole_episode_envs(cfg) == 4  # 200 / 4 = 50 steps per env, a multiple of the 10-step macro duration
+    assert whole_episode_envs(compose("schedule=smoke", "schedule.n_envs=2")) == 2  # 100 steps each already fit
+    result = transfer(cfg, None, n_tasks=1, n_updates=2, seed=0)
+    assert result["n_envs"] == 4
+    assert len(result["mean_return"]) == 3 and np.isfinite(result["mean_return"]).all()
