@@ -194,3 +194,15 @@ def test_speed_benchmark_times_the_staggered_steady_state():
     assert layout_overrides("config") == []
     with pytest.raises(SystemExit, match="4by10"):
         layout_overrides("4by10")
+
+
+def test_speed_benchmark_runs_the_end_to_end_loop_in_two_processes(capsys):
+    from mlsh.benchmarks.mujoco_speed import main
+
+    with pytest.raises(SystemExit, match="--procs 3: the task groups \\(2x4\\) must spread evenly"):
+        main(["--envs", "--layouts", "2x4", "--procs", "1", "3"])
+    main(["--envs", "--iters", "2", "--layouts", "2x4", "--procs", "1", "2",
+          "--variants", "batched, 1 thread, 15 minibatches"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("batched, 1 thread")]
+    assert [row[5:8] for row in rows] == [["1", "2x4", "32,000"], ["2", "2x4", "32,000"]]  # P, layout, steps
+    assert all(float(row[8].replace(",", "")) > 0 and 0 < float(row[-1]) < 1 for row in rows)

@@ -16,12 +16,20 @@ group and iteration, the env file's task groups and envs per group, or each ``--
 iterations where its task is past warmup, as in a run), every update included: per-env stepping and the batched
 env with minibatches of 64 steps, then the batched env on 1 and 2 threads with the original's 15 minibatches per
 epoch (the config's default); against the rate of gymnasium's Ant-v5 measured in turn in the same command.
+``--procs 1 2`` runs each variant in one process and in two started by torchrun (the groups spread over them, as
+``torchrun ... run.py`` does; the layout's G must be a multiple of P); the update share is the slowest process's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -135,20 +143,25 @@ def steady_state(n_groups: int, warmup: int, joint: int, kind: str, iters: int) 
 
 def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
     """Primitive steps per second of ``iters`` MLSH iterations on AntTwoWalk, and the share spent in the
-    sub-policy update."""
+    sub-policy update. Started by torchrun (``--e2e-worker``), each process runs its own task groups as
+    ``mlsh.train`` spreads them, merging the observation filter after every iteration as a run does; the rate is
+    every process's steps over the slowest process's time."""
     from hydra import compose, initialize_config_dir
 
+    from mlsh import distributed
     from mlsh.benchmarks.scaling import CONF
-    from mlsh.learners import make_learner, make_task_env, sample_task, task_rng
+    from mlsh.learners import make_learner, make_task_env, normalizer, sample_task, task_rng
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["env=ant_two_walk", "logger.mode=disabled", *overrides])
-    th.manual_seed(0)
+    world = distributed.world()
+    th.manual_seed(world.rank)
     G = cfg.schedule.n_groups
-    venv = make_task_env(cfg, seed=0)
-    learner = make_learner(cfg, venv)
-    rng = task_rng(0, "train")
-    for g in range(G):
+    mine = world.groups(G)
+    venv = make_task_env(cfg, seed=mine[0] * cfg.schedule.n_envs, n_groups=len(mine))
+    learner = make_learner(cfg, venv, mine)
+    rng = task_rng(0, "train", world.rank)
+    for g in mine:
         learner.start_task(sample_task(venv, rng), g)
     pattern = steady_state(G, cfg.schedule.warmup_iters, cfg.schedule.joint_iters,
                            cfg.schedule.get("stagger", "original"), iters)
@@ -163,14 +176,48 @@ def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
         return out
 
     learner.sub_learner.train = timed_train
+    if world.active:
+        distributed.gather(None)  # start together
     start = time.perf_counter()
     for joint in pattern:
-        learner.iterate(joint)
+        learner.iterate([joint[g] for g in mine], train_subs=any(joint))
+        if world.active:
+            distributed.sync_obs_stats(getattr(normalizer(venv), "obs_rms", None))
     seconds = time.perf_counter() - start
+    if world.active:
+        seconds, sub_seconds = max(distributed.gather((seconds, sub_seconds)))
     steps = iters * cfg.schedule.rollout_steps * G
     venv.close()
     return {"steps": steps, "steps_per_second": steps / seconds, "subs_share": sub_seconds / seconds,
-            "layout": f"{G}x{cfg.schedule.n_envs}"}
+            "layout": f"{G}x{cfg.schedule.n_envs}", "procs": world.size}
+
+
+def e2e_procs(procs: int, overrides: list[str], iters: int) -> dict[str, float]:
+    """``e2e_rate`` in this process (``procs`` 1) or in ``procs`` processes started by torchrun."""
+    if procs == 1:
+        return e2e_rate(overrides, iters)
+    from mlsh.benchmarks.scaling import ROOT
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "e2e.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
+               "-m", "mlsh.benchmarks.mujoco_speed", "--e2e-worker", str(out), str(iters), *overrides]
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def _e2e_worker(out: str, iters: str, overrides: list[str]) -> None:
+    from mlsh import distributed
+
+    th.set_num_threads(1)
+    world = distributed.init(300)
+    result = e2e_rate(overrides, int(iters))
+    if world.main:
+        Path(out).write_text(json.dumps(result))
+    distributed.shutdown()
 
 
 def layout_overrides(layout: str) -> list[str]:
@@ -195,7 +242,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layouts", nargs="+", default=["config"],
                         help="GxN: G task groups of N envs (rollout_steps 8000 must be a multiple of N x 200); "
                              "config: the env file's")
+    parser.add_argument("--procs", nargs="+", type=int, default=[1],
+                        help="processes of each end-to-end variant (P > 1: torchrun, the groups spread over them)")
+    parser.add_argument("--e2e-worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.e2e_worker:
+        return _e2e_worker(args.e2e_worker[0], args.e2e_worker[1], args.e2e_worker[2:])
+    for layout in args.layouts:
+        groups = int(layout.partition("x")[0]) if layout != "config" else None
+        bad = [p for p in args.procs if p < 1 or (groups is not None and groups % p)]
+        if bad:
+            raise SystemExit(f"--procs {bad[0]}: the task groups ({layout}) must spread evenly over the processes")
     th.set_num_threads(1)
     print(f"env step rate, random actions, one process ({args.steps} steps per runner in {args.rounds} "
           f"alternating rounds)")
@@ -212,16 +269,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"\nMLSH meta-training on ant_two_walk (N=200, W=20, U=40, 8000 steps per group and iteration), "
           f"{args.iters} iterations over the staggered groups' steady state, against gymnasium Ant-v5 timed in turn:")
-    print(f"{'variant':<36} {'groups':>7} {'steps':>8} {'steps/s':>9} {'Ant-v5':>8} {'ratio':>6} {'update share':>13}")
+    print(f"{'variant':<36} {'P':>2} {'groups':>7} {'steps':>8} {'steps/s':>9} {'Ant-v5':>8} {'ratio':>6} "
+          f"{'update share':>13}")
     ant = _Gym("Ant-v5", "Ant-v5")
     for layout in args.layouts:
         for variant in args.variants:
-            ant.run(4000)
-            res = e2e_rate(E2E[variant] + layout_overrides(layout), args.iters)
-            ant.run(4000)
-            print(f"{variant:<36} {res['layout']:>7} {res['steps']:>8,} {res['steps_per_second']:>9,.0f} "
-                  f"{ant.rate():>8,.0f} {res['steps_per_second'] / ant.rate():>6.2f} {res['subs_share']:>13.2f}",
-                  flush=True)
+            for procs in args.procs:
+                ant.run(4000)
+                res = e2e_procs(procs, E2E[variant] + layout_overrides(layout), args.iters)
+                ant.run(4000)
+                print(f"{variant:<36} {procs:>2} {res['layout']:>7} {res['steps']:>8,} "
+                      f"{res['steps_per_second']:>9,.0f} {ant.rate():>8,.0f} "
+                      f"{res['steps_per_second'] / ant.rate():>6.2f} {res['subs_share']:>13.2f}", flush=True)
     print(f"(targets, issue 12: batched env >= {ENV_TARGET}x its base env per core; MLSH >= {E2E_TARGET}x Ant-v5)")
 
 
