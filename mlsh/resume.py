@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg.schedule.n_tasks = args.n_tasks
         if args.max_minutes is not None:
             cfg.schedule.max_minutes = args.max_minutes
-            validate(cfg)
+        validate(cfg)  # the raised values too
         world = distributed.init(float(cfg.get("distributed", {}).get("timeout_s", 300)))
         summary = meta_train(cfg, args.run_dir, progress=cfg.progress_bar, resume=True)
     except (FileNotFoundError, ValueError, NonFiniteError, distributed.PeerLost) as err:
