@@ -187,7 +187,7 @@ def test_speed_benchmark_times_the_staggered_steady_state():
     for groups in (1, 2, 4):
         pattern = steady_state(groups, 20, 40, "wrapped", 60)
         assert len(pattern) == 60 and all(len(joint) == groups for joint in pattern)
-        assert [sum(col) for col in zip(*pattern)] == [40] * groups
+        assert [sum(col) for col in zip(*pattern, strict=True)] == [40] * groups
     assert steady_state(2, 20, 40, "wrapped", 6) == [[False, True], [False, True], [True, True],
                                                      [True, False], [True, False], [True, True]]
     assert layout_overrides("4x10") == ["schedule.n_groups=4", "schedule.n_envs=10"]
