@@ -44,11 +44,9 @@ def whole_episode_envs(cfg: DictConfig) -> int:
     """The envs of a held-out learner: the run's ``schedule.n_envs``, or the most below it that still let every env
     finish an episode in each rollout, so that no point of the curve lacks a return (a run with many envs per group
     can collect less than an episode per env an iteration; its masters bootstrap across iterations)."""
-    n_envs, d, episode = cfg.schedule.n_envs, cfg.schedule.rollout_steps, cfg.env.get("episode_steps")
-    if episode is None or d // n_envs >= episode:
-        return n_envs
-    fits = [n for n in range(n_envs, 0, -1) if d % n == 0 and (d // n) % cfg.macro_duration == 0 and d // n >= episode]
-    return fits[0] if fits else n_envs
+    n_envs, d, episode = cfg.schedule.n_envs, cfg.schedule.rollout_steps, cfg.env.get("episode_steps") or 0
+    fits = (n for n in range(n_envs, 0, -1) if d % n == 0 and (d // n) % cfg.macro_duration == 0 and d // n >= episode)
+    return next(fits, n_envs)
 
 
 def transfer(cfg: DictConfig, ckpt: Path | None, n_tasks: int, n_updates: int, seed: int,

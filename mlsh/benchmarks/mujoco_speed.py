@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -196,16 +193,11 @@ def e2e_procs(procs: int, overrides: list[str], iters: int) -> dict[str, float]:
     """``e2e_rate`` in this process (``procs`` 1) or in ``procs`` processes started by torchrun."""
     if procs == 1:
         return e2e_rate(overrides, iters)
-    from mlsh.benchmarks.scaling import ROOT
+    from mlsh.benchmarks.scaling import torchrun
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "e2e.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
-               "-m", "mlsh.benchmarks.mujoco_speed", "--e2e-worker", str(out), str(iters), *overrides]
-        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600)
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        torchrun(procs, ["--e2e-worker", str(out), str(iters), *overrides], module="mlsh.benchmarks.mujoco_speed")
         return json.loads(out.read_text())
 
 

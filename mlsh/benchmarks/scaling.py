@@ -159,10 +159,11 @@ def independent(nproc: int, groups: int, overrides: list[str], tasks: int) -> di
             "global_step": sum(r["summary"]["global_step"] for r in results)}
 
 
-def torchrun(nproc: int, args: list[str], timeout: float = 3600) -> None:
+def torchrun(nproc: int, args: list[str], timeout: float = 3600, module: str = "mlsh.benchmarks.scaling") -> None:
+    """``python -m <module> <args>`` in ``nproc`` processes on this machine, one torch thread each."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "mlsh.benchmarks.scaling", *args]
+           "-m", module, *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
