@@ -21,7 +21,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
 
-from mlsh.inference import to_tensor
+from mlsh.inference import sample, to_tensor
 
 # SB3 validates distribution arguments on every forward pass; the checks cost a noticeable share of inference.
 th.distributions.Distribution.set_default_validate_args(False)
@@ -183,7 +183,7 @@ def collect_groups(models: Sequence[PPO], env: VecEnv, slices: Sequence[slice], 
         taken = []
         for model in models:
             with th.no_grad():
-                actions, values, log_probs = model.policy(to_tensor(model._last_obs, model.device))
+                actions, values, log_probs = sample(model.policy, to_tensor(model._last_obs, model.device))
             taken.append((actions.cpu().numpy(), values, log_probs))
         clipped = [np.clip(a, m.action_space.low, m.action_space.high) if isinstance(m.action_space, spaces.Box)
                    else a for m, (a, _, _) in zip(models, taken, strict=True)]

@@ -20,7 +20,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from mlsh.inference import sample, to_tensor
+from mlsh.inference import numpy_forward, sample, to_tensor
 from mlsh.sb3_adapter import action_dim
 
 
@@ -107,7 +107,7 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         macro_reward = np.zeros(self.num_envs, dtype=np.float32)
         macro_done = np.zeros(self.num_envs, dtype=bool)
         infos: list[dict] = [{} for _ in range(self.num_envs)]
-        active = list(self._groups(choices))  # the choices hold for the whole macro step
+        active = self._active(choices)  # the choices and weights hold for the whole macro step
         for _ in range(self.macro_duration):
             obs = self._obs
             actions, values, log_probs = self._act(obs, choices, active)
@@ -156,18 +156,26 @@ class SubPolicySelectionVecEnv(VecEnvWrapper):
         for k in np.unique(choices):
             yield int(k), np.flatnonzero(choices == k)
 
+    def _active(self, choices: np.ndarray) -> list[tuple]:
+        """(sub-policy index, env indices, its numpy forward or None) for each sub-policy active in ``choices``."""
+        return [(k, idx, numpy_forward(self.subpolicies[k])) for k, idx in self._groups(choices)]
+
     @th.no_grad()
     def _act(self, obs: np.ndarray, choices: np.ndarray, active: list | None = None):
-        """Every env's action under its chosen sub-policy (``active``: ``_groups(choices)``, if known)."""
-        obs_t = to_tensor(obs)
+        """Every env's action under its chosen sub-policy (``active``: ``_active(choices)``, if known)."""
+        obs_t = None
         actions = np.empty((self.num_envs, self._adim), dtype=np.float32 if self._box else np.int64)
         values = np.empty(self.num_envs, dtype=np.float32)
         log_probs = np.empty(self.num_envs, dtype=np.float32)
-        for k, idx in self._groups(choices) if active is None else active:
-            a, v, lp = sample(self.subpolicies[k], obs_t[idx])
-            actions[idx] = a.numpy().reshape(-1, self._adim)
-            values[idx] = v.numpy().reshape(-1)
-            log_probs[idx] = lp.numpy().reshape(-1)
+        for k, idx, forward in self._active(choices) if active is None else active:
+            if forward is not None:  # SB3's MLP layout: the numpy forward (mlsh.inference)
+                a, v, lp = forward(obs[idx])
+            else:
+                obs_t = to_tensor(obs) if obs_t is None else obs_t
+                a, v, lp = (t.numpy() for t in sample(self.subpolicies[k], obs_t[idx]))
+            actions[idx] = a.reshape(-1, self._adim)
+            values[idx] = v.reshape(-1)
+            log_probs[idx] = lp.reshape(-1)
         return actions, values, log_probs
 
     @th.no_grad()

@@ -92,13 +92,18 @@ def test_inference_is_batched_over_the_envs_of_all_groups(compose, monkeypatch):
     import mlsh.selection
 
     calls = []
-    real = mlsh.selection.sample
+    real = mlsh.selection.numpy_forward
 
-    def spy(policy, obs):
-        calls.append(len(obs))
-        return real(policy, obs)
+    def spy(policy):
+        forward = real(policy)
+        assert forward is not None  # SB3's MLP: the numpy forward
 
-    monkeypatch.setattr(mlsh.selection, "sample", spy)
+        def counted(obs):
+            calls.append(len(obs))
+            return forward(obs)
+        return counted
+
+    monkeypatch.setattr(mlsh.selection, "numpy_forward", spy)
     cfg = compose(*TINY, "schedule.n_groups=3")
     learner = MLSHLearner(cfg, make_task_env(cfg, seed=0))
     for g in range(3):

@@ -79,3 +79,60 @@ def test_direct_layer_calls_give_the_module_forward_bit_for_bit(env_id, activati
         assert th.equal(fast[0], th.multinomial(th.log_softmax(out, -1).exp(), 1).squeeze(1))
     else:
         assert th.equal(fast[0], out + th.randn_like(out) * policy.log_std.exp())
+
+
+@pytest.mark.parametrize("env_id", ["mlsh/MovementBandits-v0", "mlsh/AntTwoWalk-v0"])
+def test_numpy_forward_matches_sb3_and_follows_the_weights(env_id):
+    """The selection wrapper's numpy forward: SB3's values and log-probabilities to float32 rounding, the policy's
+    action distribution, torch's generator for its draws, and the weights of the last ``numpy_forward`` call."""
+    import envs  # noqa: F401  (registers the mlsh/ envs)
+    from mlsh.inference import numpy_forward
+
+    th.manual_seed(4)
+    model = PPO("MlpPolicy", DummyVecEnv([lambda: gym.make(env_id)]), device="cpu")
+    policy = model.policy
+    discrete = isinstance(policy.action_space, gym.spaces.Discrete)
+    with th.no_grad():
+        if discrete:
+            policy.action_net.bias[:] = th.tensor([2.0, 1.0, 0.0, -1.0, 0.5])
+        else:
+            policy.log_std[:] = -0.7
+    obs = np.random.default_rng(0).standard_normal((20000, policy.observation_space.shape[0])).astype(np.float32)
+    actions, values, log_probs = numpy_forward(policy)(obs)
+    assert values.shape == log_probs.shape == (20000,) and values.dtype == log_probs.dtype == np.float32
+    ref_values, ref_log_probs, _ = policy.evaluate_actions(th.as_tensor(obs), th.as_tensor(actions))
+    np.testing.assert_allclose(values, ref_values.detach().numpy().ravel(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(log_probs, ref_log_probs.detach().numpy(), rtol=1e-4, atol=1e-4)
+    dist = policy.get_distribution(th.as_tensor(obs)).distribution
+    if discrete:
+        assert actions.shape == (20000,) and actions.dtype == np.int64
+        freq = np.bincount(actions, minlength=5) / len(actions)
+        assert np.abs(freq - dist.probs.detach().numpy().mean(0)).max() < 0.01
+    else:
+        assert actions.shape == (20000, 8)
+        assert (actions - dist.mean.detach().numpy()).std() == pytest.approx(np.exp(-0.7), rel=0.02)
+    th.manual_seed(5)
+    first = numpy_forward(policy)(obs[:7])
+    th.manual_seed(5)
+    again = numpy_forward(policy)(obs[:7])
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with th.no_grad():  # an in-place change of the weights (an optimizer step, load_state_dict)
+        policy.value_net.bias += 1.0
+    moved = numpy_forward(policy)(obs[:7])[1]
+    np.testing.assert_allclose(moved, first[1] + 1.0, rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_forward_leaves_other_layouts_and_the_master_to_the_torch_path():
+    from mlsh.inference import numpy_forward
+    from mlsh.master import MasterPolicy
+
+    venv = DummyVecEnv([MovementBanditsEnv])
+    assert numpy_forward(PPO("MlpPolicy", venv, device="cpu",
+                             policy_kwargs=dict(activation_fn=th.nn.ELU)).policy) is None
+    master = PPO(MasterPolicy, venv, device="cpu").policy  # its forward replaces some picks by uniform ones
+    assert numpy_forward(master) is None
+    th.manual_seed(0)
+    picked = sample(master, th.zeros(4000, 6))[0]
+    th.manual_seed(0)
+    assert th.equal(picked, master(th.zeros(4000, 6))[0])  # sample() calls the master's own forward
