@@ -1,9 +1,11 @@
 """Sampling from an SB3 ``ActorCriticPolicy`` without building a ``torch.distributions`` object.
 
-``policy(obs)`` spends about half its time constructing the distribution; in the selection wrapper's hot loop
-(one call per active sub-policy per primitive step) this path samples the same distributions and returns the
-same (actions, values, log_probs) for categorical and diagonal-Gaussian policies, and falls back to
-``policy(obs)`` for anything else (state-dependent exploration, squashed outputs, other action spaces).
+``policy(obs)`` spends about half its time constructing the distribution; in ``sb3_adapter.collect_groups``
+(where the baselines' policies act at every primitive step) ``sample`` draws from the same distributions and returns
+the same (actions, values, log_probs) for categorical and diagonal-Gaussian policies, and falls back to
+``policy(obs)`` for anything else (state-dependent exploration, squashed outputs, other action spaces, a policy
+with a ``forward`` of its own such as the master's random picks). The selection wrapper's per-step forward of the
+sub-policies goes further, to numpy (``numpy_forward``, below).
 
 For SB3's default MLP layout (flattened vector observations, ``nn.Sequential`` of ``Linear`` and elementwise
 activations) the layers are called as the functions their modules call (``F.linear``, ``th.tanh``, ...), without
@@ -145,8 +147,8 @@ def _block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class _NumpyForward:
     """A policy's actor and critic as one chain of numpy layers: the first ``Linear`` of both side by side (they
     read the same observation), every later pair block-diagonal, so one product per layer serves both; the output's
-    last column is the value. Rebuilt whenever a parameter changed (its version counter, which every in-place
-    write bumps: optimizer steps, ``load_state_dict``)."""
+    last column is the value. ``refresh`` copies the weights of now (tens of microseconds; parameters' version
+    counters cannot tell that they changed: a fused Adam step leaves them as they were)."""
 
     def __init__(self, policy: ActorCriticPolicy, kind: str, pi: list, vf: list, action_net: list, value_net: list):
         self.policy, self.kind = policy, kind
@@ -159,16 +161,8 @@ class _NumpyForward:
             else:
                 raise ValueError("actor and critic differ in structure")
         self.pairs.append((action_net[0], value_net[0]))
-        self.linears = [layer for pair in self.pairs for layer in pair if type(layer) is th.nn.Linear]
-        self.key: tuple | None = None
 
     def refresh(self) -> None:
-        params = [p for layer in self.linears for p in (layer.weight, layer.bias)]
-        if self.kind == "gaussian":
-            params.append(self.policy.log_std)
-        key = tuple((p._version, p.data_ptr()) for p in params)
-        if key == self.key:
-            return
         self.ops: list = []
         split = False  # whether the actor's and critic's activations are apart yet
         for a, b in self.pairs:
@@ -183,7 +177,6 @@ class _NumpyForward:
         if self.kind == "gaussian":
             self.log_std = self.policy.log_std.detach().numpy().astype(np.float32)
             self.std = np.exp(self.log_std)
-        self.key = key
 
     def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = np.asarray(obs, dtype=np.float32)
@@ -214,7 +207,7 @@ _NUMPY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # policy -> its
 def numpy_forward(policy) -> _NumpyForward | None:
     """``policy``'s numpy forward with its weights of now (called on an (n, d) observation array: (actions, values
     of shape (n,), log-probabilities of shape (n,)), numpy arrays), or None where only ``sample`` serves (another
-    layout). Get it again after the weights change: the check costs microseconds, once per macro step."""
+    layout). Get it again after the weights change (the selection wrapper does at every macro step)."""
     if policy not in _NUMPY:
         _NUMPY[policy] = _numpy_forward(policy)
     fwd = _NUMPY[policy]

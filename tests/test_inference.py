@@ -121,6 +121,14 @@ def test_numpy_forward_matches_sb3_and_follows_the_weights(env_id):
         policy.value_net.bias += 1.0
     moved = numpy_forward(policy)(obs[:7])[1]
     np.testing.assert_allclose(moved, first[1] + 1.0, rtol=1e-5, atol=1e-5)
+    optimizer = th.optim.Adam(policy.parameters(), lr=0.1, fused=True)  # as build_ppo's; no version bump
+    for p in policy.parameters():
+        p.grad = th.ones_like(p)
+    optimizer.step()
+    stepped = numpy_forward(policy)(obs[:7])[1]
+    assert np.abs(stepped - moved).max() > 0.05
+    np.testing.assert_allclose(stepped, policy.predict_values(th.as_tensor(obs[:7])).detach().numpy().ravel(),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_numpy_forward_leaves_other_layouts_and_the_master_to_the_torch_path():
