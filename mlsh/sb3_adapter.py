@@ -21,6 +21,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
 
+from mlsh import ppo_update
 from mlsh.inference import sample, to_tensor
 
 # SB3 validates distribution arguments on every forward pass; the checks cost a noticeable share of inference.
@@ -218,8 +219,9 @@ def reset_some(model: PPO, indices: np.ndarray, obs: np.ndarray) -> None:
 
 
 def train(model: PPO) -> dict[str, Any]:
-    """One ``PPO.train()`` call (epochs of minibatch updates) on the model's current buffer; returns its records."""
-    model.train()
+    """One ``PPO.train()`` (epochs of minibatch updates) on the model's current buffer, as ``mlsh.ppo_update``
+    runs it; returns its records."""
+    ppo_update.train(model)
     return pop_records(model)
 
 

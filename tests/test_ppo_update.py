@@ -1,0 +1,140 @@
+"""mlsh.ppo_update.train against SB3's own PPO.train(): the same minibatches, parameters and records."""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from envs.movement_bandits import MovementBanditsEnv
+from mlsh import faults, ppo_update, sb3_adapter
+from mlsh.master import MasterPolicy
+
+N = 700  # samples: with minibatches of 64, a shorter last one
+
+
+def _model(env_fn, policy="MlpPolicy", **kwargs):
+    th.manual_seed(0)
+    kwargs = {"n_steps": N, "batch_size": 64, **kwargs}
+    model = PPO(policy, DummyVecEnv([env_fn]), n_epochs=3, device="cpu",
+                policy_kwargs={"net_arch": [32, 32], **kwargs.pop("policy_kwargs", {})},
+                rollout_buffer_class=kwargs.pop("rollout_buffer_class", sb3_adapter.VariableRolloutBuffer),
+                **kwargs)
+    sb3_adapter.capture_logger(model)
+    return model
+
+
+def _batch(model, rng, sizes=None, seeds=None):
+    obs = rng.normal(size=(N, *model.observation_space.shape)).astype(np.float32)
+    if isinstance(model.action_space, gym.spaces.Discrete):
+        actions = rng.integers(0, model.action_space.n, size=N)
+    else:
+        actions = rng.normal(size=(N, *model.action_space.shape)).astype(np.float32)
+    with th.no_grad():
+        values, log_probs, _ = model.policy.evaluate_actions(th.tensor(obs), th.tensor(actions))
+    log_probs = log_probs.numpy() + rng.normal(0, 0.3, N).astype(np.float32)  # ratios away from 1: clipping
+    return dict(observations=obs, actions=actions, values=values.numpy().ravel(), log_probs=log_probs,
+                advantages=rng.normal(size=N).astype(np.float32), returns=rng.normal(size=N).astype(np.float32),
+                group_sizes=sizes, group_seeds=seeds)
+
+
+def _both(model, fill, updates=2):
+    """SB3's train and ppo_update.train on copies of ``model`` (or two models of a function that makes the same
+    each time), each buffer filled by ``fill`` with numpy's global generator seeded alike: (records, parameters,
+    update counter) of each."""
+    out = []
+    for train in (lambda m: m.train(), ppo_update.train):
+        m = model() if callable(model) else copy.deepcopy(model)
+        for u in range(updates):
+            fill(m, u)
+            np.random.seed(u)
+            train(m)
+        out.append((sb3_adapter.pop_records(m), [p.detach().clone() for p in m.policy.parameters()],
+                    m._n_updates))
+    return out
+
+
+def _assert_same(ref, mine, tol=2e-5):
+    (ref_records, ref_params, ref_n), (records, params, n) = ref, mine
+    assert n == ref_n
+    for p, q in zip(ref_params, params, strict=True):
+        th.testing.assert_close(q, p, rtol=tol, atol=tol)
+    assert set(records) == set(ref_records)
+    for key, value in ref_records.items():
+        assert records[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("make", [MovementBanditsEnv, lambda: gym.make("Pendulum-v1")], ids=["categorical", "gaussian"])
+def test_same_update_as_sb3_on_a_loaded_batch(make):
+    model = _model(make)
+    batches = [_batch(model, np.random.default_rng(u)) for u in range(2)]
+    ref, mine = _both(model, lambda m, u: m.rollout_buffer.load(**batches[u]))
+    _assert_same(ref, mine)
+    assert ref[0]["train/clip_fraction"] > 0.05  # the clipped branch was exercised
+    moved = max(float((p - q.detach()).abs().max()) for p, q in zip(ref[1], model.policy.parameters(), strict=True))
+    assert moved > 1e-3  # and the update did something
+
+
+def test_same_update_with_task_groups_and_their_own_generators():
+    model = _model(MovementBanditsEnv)
+    batches = [_batch(model, np.random.default_rng(u), sizes=[400, 300], seeds=[[7, u, 0], [7, u, 1]])
+               for u in range(2)]
+    ref, mine = _both(model, lambda m, u: m.rollout_buffer.load(**batches[u]))
+    _assert_same(ref, mine)
+
+
+def test_same_update_for_the_master_on_sb3s_own_buffer():
+    """The master: SB3's RolloutBuffer filled by collect_rollouts, a policy with its own forward."""
+    from stable_baselines3.common.buffers import RolloutBuffer
+
+    model = _model(MovementBanditsEnv, policy=MasterPolicy, rollout_buffer_class=RolloutBuffer, n_steps=128,
+                   batch_size=32)
+
+    def fill(m, u):
+        th.manual_seed(u)
+        m.env.seed(u)
+        sb3_adapter.begin_collection(m, m.env.reset())
+        sb3_adapter.collect(m, 128)
+
+    _assert_same(*_both(model, fill))
+
+
+def test_other_policies_go_through_their_own_evaluate_actions():
+    """gSDE has no closed form here: its evaluate_actions serves, with the same result as SB3's loop."""
+    def make():
+        return _model(lambda: gym.make("Pendulum-v1"), use_sde=True)
+
+    model = make()
+    calls = []
+    model.policy.evaluate_actions = lambda *args: calls.append(1) or type(model.policy).evaluate_actions(
+        model.policy, *args)
+    model.rollout_buffer.load(**_batch(model, np.random.default_rng(0)))
+    calls.clear()
+    ppo_update.train(model)
+    assert len(calls) == 3 * 11  # every minibatch of the 3 epochs
+    batches = [_batch(model, np.random.default_rng(u)) for u in range(2)]
+    _assert_same(*_both(make, lambda m, u: m.rollout_buffer.load(**batches[u])))
+
+
+def test_target_kl_falls_back_to_sb3_bit_for_bit():
+    model = _model(MovementBanditsEnv, target_kl=0.001)
+    assert not ppo_update.supported(model)
+    batch = _batch(model, np.random.default_rng(0))
+    ref, mine = _both(model, lambda m, u: m.rollout_buffer.load(**batch), updates=1)
+    assert ref[2] == mine[2] < 3  # stopped early, in both
+    for p, q in zip(ref[1], mine[1], strict=True):
+        assert th.equal(p, q)
+
+
+def test_the_optimizer_hooks_still_run():
+    """A non-finite gradient is caught by the finiteness check on the optimizer step (mlsh.faults)."""
+    model = _model(MovementBanditsEnv)
+    faults.watch(model, "the test policy")
+    batch = _batch(model, np.random.default_rng(0))
+    batch["advantages"][5] = np.inf
+    model.rollout_buffer.load(**batch)
+    with pytest.raises(faults.NonFiniteError, match="the test policy"):
+        ppo_update.train(model)
