@@ -41,8 +41,9 @@ def supported(model: PPO) -> bool:
         and isinstance(model.rollout_buffer.observations, np.ndarray)  # not a DictRolloutBuffer
 
 
-def _evaluator(policy):
-    """A function (obs, actions) -> (values (n,), log_prob (n,), entropy (n,)) equal to ``evaluate_actions``."""
+def _evaluator(policy, entropy_grad: bool = True):
+    """A function (obs, actions) -> (values (n,), log_prob (n,), entropy (n,)) equal to ``evaluate_actions``;
+    without ``entropy_grad`` the entropy is a number only (a loss with ``ent_coef=0`` has no gradient from it)."""
     plain = isinstance(policy, ActorCriticPolicy) and not policy.use_sde and not policy.squash_output \
         and type(policy).evaluate_actions is ActorCriticPolicy.evaluate_actions
     kind = type(policy.action_dist) if plain else None
@@ -62,7 +63,9 @@ def _evaluator(policy):
         def evaluate(obs, actions):
             values, logits = outputs(obs)
             log_p = th.log_softmax(logits, dim=-1)
-            return values, log_p.gather(1, actions[:, None]).squeeze(1), -(log_p.exp() * log_p).sum(-1)
+            with th.set_grad_enabled(entropy_grad):
+                entropy = -(log_p.exp() * log_p).sum(-1)
+            return values, log_p.gather(1, actions[:, None]).squeeze(1), entropy
         return evaluate
 
     def evaluate(obs, actions):
@@ -70,7 +73,8 @@ def _evaluator(policy):
         log_std = policy.log_std.expand_as(mean)
         z = (actions - mean) * th.exp(-log_std)
         log_prob = (-0.5 * z.pow(2) - log_std - _LOG_SQRT_2PI).sum(-1)
-        entropy = (0.5 + _LOG_SQRT_2PI + log_std).sum(-1)
+        with th.set_grad_enabled(entropy_grad):
+            entropy = (0.5 + _LOG_SQRT_2PI + log_std).sum(-1)
         return values, log_prob, entropy
     return evaluate
 
@@ -101,7 +105,7 @@ def train(model: PPO) -> None:
     policy.set_training_mode(True)
     model._update_learning_rate(policy.optimizer)
     clip_range = model.clip_range(model._current_progress_remaining)
-    evaluate = _evaluator(policy)
+    evaluate = _evaluator(policy, entropy_grad=model.ent_coef != 0)
     discrete = isinstance(model.action_space, spaces.Discrete)
     params = list(policy.parameters())
     data = None
@@ -125,7 +129,10 @@ def train(model: PPO) -> None:
             policy_loss = -th.min(advantages * ratio, advantages * clipped).mean()
             value_loss = F.mse_loss(returns, values)
             entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-            loss = policy_loss + model.ent_coef * entropy_loss + model.vf_coef * value_loss
+            if model.ent_coef:
+                loss = policy_loss + model.ent_coef * entropy_loss + model.vf_coef * value_loss
+            else:  # SB3's loss adds 0 * entropy_loss: the same loss and gradients, to the bit
+                loss = policy_loss + model.vf_coef * value_loss
             with th.no_grad():  # for the records, read once at the end
                 losses.append(th.stack([policy_loss, value_loss, entropy_loss]))
             log_ratios.append(log_ratio.detach())

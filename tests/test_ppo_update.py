@@ -67,9 +67,10 @@ def _assert_same(ref, mine, tol=2e-5):
         assert records[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
+@pytest.mark.parametrize("ent_coef", [0.0, 0.05])
 @pytest.mark.parametrize("make", [MovementBanditsEnv, lambda: gym.make("Pendulum-v1")], ids=["categorical", "gaussian"])
-def test_same_update_as_sb3_on_a_loaded_batch(make):
-    model = _model(make)
+def test_same_update_as_sb3_on_a_loaded_batch(make, ent_coef):
+    model = _model(make, ent_coef=ent_coef)
     batches = [_batch(model, np.random.default_rng(u)) for u in range(2)]
     ref, mine = _both(model, lambda m, u: m.rollout_buffer.load(**batches[u]))
     _assert_same(ref, mine)
