@@ -1,8 +1,9 @@
 """SB3's ``PPO.train()``, the same update with less work per minibatch.
 
 A minibatch step of ``PPO.train()`` for the small MLPs of MLSH costs far more than its arithmetic: six numpy
-arrays copied into new tensors, a ``torch.distributions`` object built and validated, and five ``.item()`` calls
-and a numpy conversion for the logs. ``train`` takes the same steps on the same minibatches:
+arrays copied into new tensors, a ``torch.distributions`` object built, four ``.item()`` calls and a numpy
+conversion for the logs, and the dispatch around ``zero_grad`` and ``clip_grad_norm_`` (a torch call costs about
+8-10 us here whatever its size). ``train`` takes the same steps on the same minibatches:
 
 - the rollout buffer's arrays become tensors once per update, and each minibatch indexes them (the indices are
   the buffer's own ``get``'s, drawn from the same generator in the same order, for SB3's buffers and for
@@ -10,13 +11,15 @@ and a numpy conversion for the logs. ``train`` takes the same steps on the same 
 - for categorical and diagonal-Gaussian policies in SB3's default MLP layout, log-probabilities and entropies
   come straight from the network's outputs (``log_softmax``; the Gaussian's closed form), through the layers
   called as functions (``mlsh.inference``); any other policy goes through its own ``evaluate_actions``;
-- the logged means are kept as tensors and read once at the end.
+- the logged means are kept as tensors and read once at the end;
+- the gradients are cleared by setting them to None (``zero_grad``'s default) and clipped by
+  ``clip_grad_norm_``'s own operations, called directly; with ``ent_coef=0`` the entropy gets no gradient.
 
-Loss, gradient, clipping and optimizer step are SB3's: ``loss.backward()``, ``clip_grad_norm_``,
-``optimizer.step()``, so every hook on them (the cross-process gradient mean of ``mlsh.distributed``, the
-finiteness check of ``mlsh.faults``) runs as before. The update is SB3's to float rounding (``log_softmax``
-against ``logits - logsumexp``), and the records are the same keys and values. ``target_kl`` (a per-minibatch
-decision) and ``clip_range_vf`` fall back to ``PPO.train()`` itself.
+Loss, gradient and optimizer step are SB3's: ``loss.backward()`` and ``optimizer.step()``, so every hook on them
+(the cross-process gradient mean of ``mlsh.distributed``, the finiteness check of ``mlsh.faults``) runs as
+before. The update is SB3's to float rounding (``log_softmax`` against ``logits - logsumexp``), and the records
+are the same keys and values (to float rounding). ``target_kl`` (a per-minibatch decision) and ``clip_range_vf``
+fall back to ``PPO.train()`` itself.
 """
 
 from __future__ import annotations
