@@ -71,9 +71,11 @@ def _plan(policy) -> tuple | None:
     return plan
 
 
-def _fast(policy) -> str | None:
+def _fast(policy, own: str = "forward") -> str | None:
+    """"categorical" or "gaussian" where ``policy`` is a plain SB3 ``ActorCriticPolicy`` of that distribution whose
+    method ``own`` is SB3's (the master's ``forward``, with its random picks, is not); else None."""
     if not isinstance(policy, ActorCriticPolicy) or policy.use_sde or policy.squash_output \
-            or type(policy).forward is not ActorCriticPolicy.forward:  # e.g. the master's random picks
+            or getattr(type(policy), own) is not getattr(ActorCriticPolicy, own):
         return None
     if type(policy.action_dist) is CategoricalDistribution:
         return "categorical"

@@ -31,11 +31,9 @@ import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3 import PPO
-from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
-from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import explained_variance
 
-from mlsh.inference import _LOG_SQRT_2PI, _plan, _run
+from mlsh.inference import _LOG_SQRT_2PI, _fast, _plan, _run
 
 
 def supported(model: PPO) -> bool:
@@ -47,10 +45,8 @@ def supported(model: PPO) -> bool:
 def _evaluator(policy, entropy_grad: bool = True):
     """A function (obs, actions) -> (values (n,), log_prob (n,), entropy (n,)) equal to ``evaluate_actions``;
     without ``entropy_grad`` the entropy is a number only (a loss with ``ent_coef=0`` has no gradient from it)."""
-    plain = isinstance(policy, ActorCriticPolicy) and not policy.use_sde and not policy.squash_output \
-        and type(policy).evaluate_actions is ActorCriticPolicy.evaluate_actions
-    kind = type(policy.action_dist) if plain else None
-    plan = _plan(policy) if kind in (CategoricalDistribution, DiagGaussianDistribution) else None
+    kind = _fast(policy, own="evaluate_actions")
+    plan = None if kind is None else _plan(policy)
     if plan is None:
         def evaluate(obs, actions):
             values, log_prob, entropy = policy.evaluate_actions(obs, actions)
@@ -59,10 +55,10 @@ def _evaluator(policy, entropy_grad: bool = True):
     pi, vf, action_net, value_net = plan
 
     def outputs(obs):
-        obs = obs.float()
+        obs = obs.float().flatten(1)  # SB3's preprocessing of a Box observation and its FlattenExtractor
         return _run(value_net, _run(vf, obs)).flatten(), _run(action_net, _run(pi, obs))
 
-    if kind is CategoricalDistribution:
+    if kind == "categorical":
         def evaluate(obs, actions):
             values, logits = outputs(obs)
             log_p = th.log_softmax(logits, dim=-1)

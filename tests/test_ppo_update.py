@@ -139,3 +139,22 @@ def test_the_optimizer_hooks_still_run():
     model.rollout_buffer.load(**batch)
     with pytest.raises(faults.NonFiniteError, match="the test policy"):
         ppo_update.train(model)
+
+
+class _GridObsEnv(gym.Env):
+    """Observations of shape (2, 3): SB3's MLP flattens them."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2, 3), np.float32)
+    action_space = gym.spaces.Discrete(3)
+
+    def reset(self, seed=None, options=None):
+        return np.zeros((2, 3), np.float32), {}
+
+    def step(self, action):
+        return np.zeros((2, 3), np.float32), 0.0, False, False, {}
+
+
+def test_same_update_for_observations_of_several_dimensions():
+    model = _model(_GridObsEnv)
+    batches = [_batch(model, np.random.default_rng(u)) for u in range(2)]
+    _assert_same(*_both(model, lambda m, u: m.rollout_buffer.load(**batches[u])))
