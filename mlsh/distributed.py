@@ -94,11 +94,16 @@ def init(timeout_s: float = 300.0, backend: str | None = None) -> World:
     where = launched()
     if where is None or dist.is_initialized():
         return _WORLD
+    # torch._dynamo (imported by the first optimizer) keeps references to the default process group when imported
+    # after it exists (10 of them, in torch 2.13), so destroy_process_group would not free it: gloo's threads would
+    # live on into the interpreter's teardown, where one that still releases a finished collective's tensors aborts
+    # the process ("terminate called without an active exception", SIGABRT after a finished run, about one run in
+    # six of the two-process benchmark). Imported first, it holds none, and shutdown() joins those threads.
+    import torch._dynamo  # noqa: F401
+
     # gloo: the policies live on the CPU (learners.build_ppo); nccl would need them, and every collective, on CUDA
     dist.init_process_group(backend or "gloo", timeout=timedelta(seconds=timeout_s))
-    # Left to the interpreter's teardown, the process group's threads were sometimes destroyed while still
-    # joinable ("terminate called without an active exception", SIGABRT after a finished run, seen under load).
-    atexit.register(shutdown)
+    atexit.register(shutdown)  # the process group's threads joined before the interpreter's teardown
     _WORLD = World(dist.get_rank(), dist.get_world_size())
     return _WORLD
 

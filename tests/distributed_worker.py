@@ -16,6 +16,7 @@ parameters and observation statistics as this process holds them, its groups, th
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -140,6 +141,21 @@ def drift(out: Path) -> None:
     (out / f"drift_rank{world.rank}.txt").write_text("\n".join(said))
 
 
+def teardown(out: Path) -> None:
+    """An optimizer is built (as every PPO model does) after the process group exists, then the process group is
+    shut down: the names of the threads still alive (gloo's would abort the interpreter's teardown now and then)."""
+    world = distributed.init(60)
+    th.optim.Adam(th.nn.Linear(3, 2).parameters())
+    distributed.gather(world.rank)
+    during = _threads()
+    distributed.shutdown()
+    (out / f"threads_rank{world.rank}.json").write_text(json.dumps({"during": during, "after": _threads()}))
+
+
+def _threads() -> list[str]:
+    return sorted(Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task"))
+
+
 if __name__ == "__main__":
     mode, folder = sys.argv[1], Path(sys.argv[2])
     folder.mkdir(parents=True, exist_ok=True)
@@ -147,6 +163,8 @@ if __name__ == "__main__":
         update(folder, int(sys.argv[3]) if len(sys.argv) > 3 else 3, *sys.argv[4:5])
     elif mode == "train":
         train(folder, sys.argv[3:])
+    elif mode == "teardown":
+        teardown(folder)
     else:
         drift(folder)
     distributed.shutdown()

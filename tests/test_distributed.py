@@ -299,3 +299,14 @@ def test_observation_statistics_stay_merged_after_a_resume(tmp_path):
     assert (stats[0].mean == stats[1].mean).all() and (stats[0].var == stats[1].var).all()
     assert stats[0].count == stats[1].count
     assert stats[0].count >= checkpoint.read_state(ckpt)["global_step"]  # both processes' steps, before and after
+
+
+def test_shutdown_joins_the_process_groups_threads(tmp_path):
+    """The first optimizer imports torch._dynamo, which kept references to a process group made before it; gloo's
+    threads then outlived ``shutdown`` and now and then aborted the interpreter's teardown (SIGABRT, "terminate
+    called without an active exception") after a finished two-process run. After ``shutdown`` none is left."""
+    ok(run(torchrun(WORKER, "teardown", str(tmp_path))))
+    for rank in range(2):
+        threads = json.loads((tmp_path / f"threads_rank{rank}.json").read_text())
+        assert any("gloo" in name for name in threads["during"]), threads  # the check sees gloo's threads
+        assert not any("gloo" in name for name in threads["after"]), threads
