@@ -11,6 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from envs.movement_bandits import MovementBanditsEnv
 from mlsh import faults, ppo_update, sb3_adapter
+from mlsh.benchmarks.ppo_update_speed import batch
 from mlsh.master import MasterPolicy
 
 N = 700  # samples: with minibatches of 64, a shorter last one
@@ -28,17 +29,9 @@ def _model(env_fn, policy="MlpPolicy", **kwargs):
 
 
 def _batch(model, rng, sizes=None, seeds=None):
-    obs = rng.normal(size=(N, *model.observation_space.shape)).astype(np.float32)
-    if isinstance(model.action_space, gym.spaces.Discrete):
-        actions = rng.integers(0, model.action_space.n, size=N)
-    else:
-        actions = rng.normal(size=(N, *model.action_space.shape)).astype(np.float32)
-    with th.no_grad():
-        values, log_probs, _ = model.policy.evaluate_actions(th.tensor(obs), th.tensor(actions))
-    log_probs = log_probs.numpy() + rng.normal(0, 0.3, N).astype(np.float32)  # ratios away from 1: clipping
-    return dict(observations=obs, actions=actions, values=values.numpy().ravel(), log_probs=log_probs,
-                advantages=rng.normal(size=N).astype(np.float32), returns=rng.normal(size=N).astype(np.float32),
-                group_sizes=sizes, group_seeds=seeds)
+    data = batch(model, N, rng)  # the benchmark's random samples, with the policy's own values and log-probs
+    data["log_probs"] = data["log_probs"] + rng.normal(0, 0.3, N).astype(np.float32)  # ratios away from 1: clipping
+    return {**data, "group_sizes": sizes, "group_seeds": seeds}
 
 
 def _both(model, fill, updates=2):
