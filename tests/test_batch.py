@@ -206,3 +206,18 @@ def test_speed_benchmark_runs_the_end_to_end_loop_in_two_processes(capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("batched, 1 thread")]
     assert [row[5:8] for row in rows] == [["1", "2x4", "32,000"], ["2", "2x4", "32,000"]]  # P, layout, steps
     assert all(float(row[8].replace(",", "")) > 0 and 0 < float(row[-1]) < 1 for row in rows)
+
+
+def test_speed_benchmark_times_the_physics_alone_beside_the_envs():
+    from mlsh.benchmarks.mujoco_speed import _Physics, env_rates
+
+    runners = env_rates("ant_two_walk", steps=8, rounds=2, n=2)
+    assert [r.name for r in runners][-1] == "mj_step only, 2 MjData, no env"
+    assert all(r.steps == 8 and r.rate() > 0 for r in runners)
+    physics = _Physics("physics", "mlsh/AntTwoWalk-v0", n=3)
+    start = [d.qpos.copy() for d in physics.data]
+    physics.run(6)  # 2 steps of each MjData, frame_skip substeps each
+    dt = physics.model.opt.timestep
+    assert [d.time for d in physics.data] == pytest.approx([2 * physics.frame_skip * dt] * 3)
+    assert all(not np.array_equal(d.qpos, q) for d, q in zip(physics.data, start, strict=True))
+    assert all(np.all(np.abs(d.ctrl) <= 1) and np.any(d.ctrl != 0) for d in physics.data)

@@ -6,7 +6,10 @@
 (``Ant-v5`` / ``Humanoid-v5``, one ``gym.make`` env as a user steps it), this project's per-env stack (``n`` envs,
 ``DummyVecEnv`` of ``gym.make`` envs, what ``env.batched=false`` builds), the batched env on 1 thread (per core)
 and on 2 threads. For the batched env, the share of its time spent inside MuJoCo's step call and the rate that
-call alone would give (``C step only``: no env of this model and physics can beat it on that many threads).
+call alone would give (``C step only``: no env of this model and physics can beat it on that many threads); and
+the physics with no env at all (``mj_step only``): ``mujoco.mj_step`` over ``n`` ``MjData`` of the env's model in a
+Python loop, ``frame_skip`` substeps each, random controls, never reset: what one core's physics costs without
+``mujoco.batch``.
 The runners take turns in ``--rounds`` chunks, so that a background load hits all alike; a rate is total steps
 over total time.
 
@@ -29,6 +32,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
@@ -105,6 +109,32 @@ class _Vec(_Timed):
         self.steps += len(actions) * k
 
 
+class _Physics(_Timed):
+    """The env's physics alone: ``n`` ``MjData`` of its model, each advanced by ``frame_skip`` substeps of
+    ``mujoco.mj_step`` per step with random controls in the actuators' ranges (no task logic, no resets)."""
+
+    def __init__(self, name: str, env_id: str, n: int, seed: int = 0):
+        super().__init__(name)
+        env = gym.make(env_id).unwrapped
+        self.model, self.frame_skip = env.model, env.frame_skip
+        self.data = [mujoco.MjData(self.model) for _ in range(n)]
+        for d in self.data:
+            mujoco.mj_forward(self.model, d)
+        self.rng = np.random.default_rng(seed)
+
+    def run(self, n: int) -> None:
+        low, high = self.model.actuator_ctrlrange.T
+        k = len(self.data)
+        controls = self.rng.uniform(low, high, (n // k, k, self.model.nu))
+        start = time.perf_counter()
+        for ctrl in controls:
+            for d, c in zip(self.data, ctrl, strict=True):
+                d.ctrl[:] = c
+                mujoco.mj_step(self.model, d, self.frame_skip)
+        self.seconds += time.perf_counter() - start
+        self.steps += len(controls) * k
+
+
 def env_rates(name: str, steps: int, rounds: int, n: int) -> list[_Timed]:
     env_id, base = ENVS[name]
     runners: list[_Timed] = [
@@ -112,6 +142,7 @@ def env_rates(name: str, steps: int, rounds: int, n: int) -> list[_Timed]:
         _Vec(f"per-env stack, {n} envs", make_vec_env(env_id, n_envs=n, vec_env_cls=TaskVecEnv)),
         _Vec(f"batched, {n} envs, 1 thread", MujocoBatchVecEnv(env_id, n, nthread=1)),
         _Vec(f"batched, {n} envs, 2 threads", MujocoBatchVecEnv(env_id, n, nthread=2)),
+        _Physics(f"mj_step only, {n} MjData, no env", env_id, n),
     ]
     chunk = max(n, steps // rounds // n * n)
     for r in range(rounds):
