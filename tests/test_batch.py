@@ -221,3 +221,8 @@ def test_speed_benchmark_times_the_physics_alone_beside_the_envs():
     assert [d.time for d in physics.data] == pytest.approx([2 * physics.frame_skip * dt] * 3)
     assert all(not np.array_equal(d.qpos, q) for d, q in zip(physics.data, start, strict=True))
     assert all(np.all(np.abs(d.ctrl) <= 1) and np.any(d.ctrl != 0) for d in physics.data)
+    assert physics.healthy_z is None and physics.resets == 0  # the ant's episodes do not end on a fall
+    humanoid = _Physics("physics", "mlsh/HumanoidWalkCrawl-v0", n=2)
+    assert humanoid.healthy_z == (1.0, float("inf"))
+    humanoid.run(200)  # random torques: it falls within 100 steps, and starts again where its episode would end
+    assert humanoid.resets > 0 and all(d.qpos[2] >= 1.0 for d in humanoid.data)

@@ -8,7 +8,8 @@
 and on 2 threads. For the batched env, the share of its time spent inside MuJoCo's step call and the rate that
 call alone would give (``C step only``: no env of this model and physics can beat it on that many threads); and
 the physics with no env at all (``mj_step only``): ``mujoco.mj_step`` over ``n`` ``MjData`` of the env's model in a
-Python loop, ``frame_skip`` substeps each, random controls, never reset: what one core's physics costs without
+Python loop, ``frame_skip`` substeps each, random controls, reset to the model's initial state only where the
+env ends an episode on a fall (the humanoids' healthy height range): what one core's physics costs without
 ``mujoco.batch``.
 The runners take turns in ``--rounds`` chunks, so that a background load hits all alike; a rate is total steps
 over total time.
@@ -111,26 +112,36 @@ class _Vec(_Timed):
 
 class _Physics(_Timed):
     """The env's physics alone: ``n`` ``MjData`` of its model, each advanced by ``frame_skip`` substeps of
-    ``mujoco.mj_step`` per step with random controls in the actuators' ranges (no task logic, no resets)."""
+    ``mujoco.mj_step`` per step with random controls in the actuators' ranges; no task logic. A simulation is reset
+    to the model's initial state where the env would end the episode for a fall (``terminate_when_unhealthy``, the
+    root's height outside ``healthy_z_range``): a fallen humanoid, lying in contact with the floor, costs more
+    than a standing one."""
 
     def __init__(self, name: str, env_id: str, n: int, seed: int = 0):
         super().__init__(name)
         env = gym.make(env_id).unwrapped
         self.model, self.frame_skip = env.model, env.frame_skip
+        self.healthy_z = env.healthy_z_range if getattr(env, "terminate_when_unhealthy", False) else None
         self.data = [mujoco.MjData(self.model) for _ in range(n)]
         for d in self.data:
             mujoco.mj_forward(self.model, d)
         self.rng = np.random.default_rng(seed)
+        self.resets = 0
 
     def run(self, n: int) -> None:
         low, high = self.model.actuator_ctrlrange.T
         k = len(self.data)
         controls = self.rng.uniform(low, high, (n // k, k, self.model.nu))
+        z_min, z_max = self.healthy_z or (-np.inf, np.inf)
         start = time.perf_counter()
         for ctrl in controls:
             for d, c in zip(self.data, ctrl, strict=True):
                 d.ctrl[:] = c
                 mujoco.mj_step(self.model, d, self.frame_skip)
+                if not z_min <= d.qpos[2] <= z_max:
+                    mujoco.mj_resetData(self.model, d)
+                    mujoco.mj_forward(self.model, d)
+                    self.resets += 1
         self.seconds += time.perf_counter() - start
         self.steps += len(controls) * k
 
