@@ -122,6 +122,7 @@ class _Physics(_Timed):
         env = gym.make(env_id).unwrapped
         self.model, self.frame_skip = env.model, env.frame_skip
         self.healthy_z = env.healthy_z_range if getattr(env, "terminate_when_unhealthy", False) else None
+        env.close()  # only its model is kept
         self.data = [mujoco.MjData(self.model) for _ in range(n)]
         for d in self.data:
             mujoco.mj_forward(self.model, d)
