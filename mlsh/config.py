@@ -178,6 +178,8 @@ def _distributed(cfg: DictConfig, processes: int) -> None:
         if node.get("subpolicy_update", "auto") not in ("auto", "gather", "allreduce"):
             raise ConfigError(f"distributed.subpolicy_update must be 'auto', 'gather' or 'allreduce', got "
                               f"{node.get('subpolicy_update')!r}")
+        if not isinstance(node.get("balance_masters", True), bool):
+            raise ConfigError(f"distributed.balance_masters must be true or false, got {node.get('balance_masters')!r}")
         if not (isinstance(node.get("timeout_s"), int | float) and node.timeout_s > 0):
             raise ConfigError(f"distributed.timeout_s must be a number > 0, got {node.get('timeout_s')!r}")
     if processes == 1:

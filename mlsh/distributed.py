@@ -36,6 +36,8 @@ from typing import Any
 import torch as th
 import torch.distributed as dist
 
+from mlsh import sb3_adapter
+
 
 class PeerLost(RuntimeError):
     """A collective failed: another process of the run died or stopped answering."""
@@ -180,7 +182,7 @@ def broadcast_parameters(modules: Iterable[th.nn.Module]) -> None:
 def send_training_state(model) -> None:
     """This process trained ``model`` (an SB3 PPO) alone: every other process gets its weights, optimizer state
     and update counter (``receive_training_state``), bit for bit."""
-    box = [(model.policy.state_dict(), model.policy.optimizer.state_dict(), model._n_updates)]
+    box = [sb3_adapter.export_result(model)]
     with _guard("broadcast_object_list"):
         dist.broadcast_object_list(box, src=_WORLD.rank)
 
@@ -189,10 +191,7 @@ def receive_training_state(model, src: int) -> None:
     box = [None]
     with _guard("broadcast_object_list"):
         dist.broadcast_object_list(box, src=src)
-    weights, optimizer, n_updates = box[0]
-    model.policy.load_state_dict(weights)
-    model.policy.optimizer.load_state_dict(optimizer)
-    model._n_updates = n_updates
+    sb3_adapter.import_result(model, box[0])
 
 
 class GradientMean:

@@ -2,7 +2,8 @@
 third, is ``mlsh.option_critic``).
 
 Each learner serves ``schedule.n_groups`` task groups (``mlsh.groups``) and exposes the same calls:
-``start_task(task, group)`` (set the group's task on its envs and reset them), ``iterate(joint)`` (every group
+``start_task(task, group, task_index)`` (set the group's task on its envs and reset them; ``task_index``, the
+task's number in the run, seeds what is random per task), ``iterate(joint)`` (every group
 collects one rollout of ``schedule.rollout_steps`` primitive steps, then the updates; ``joint[g]`` says whether
 group g is in its joint phase) and ``save(folder)`` / ``load(folder)``. ``iterate`` returns the metrics shared by
 all groups and one dict per group. Episode returns are read from the ``EpisodeStats`` wrapper by the loop.
@@ -10,6 +11,7 @@ all groups and one dict per group. Episode returns are read from the ``EpisodeSt
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -204,14 +206,27 @@ class MLSHLearner(_Groups):
                                             segment_values=self.sub_learner.switch_bootstrap == "own")
         self.top_env = self.env
         self.masters: list[PPO | None] = [None] * self.n_groups
+        self.tasks_started = 0
+        # several processes, "gather": the processes that train no sub-policy train some masters of those that do
+        self.balancer = MasterBalancer(self) if distributed.world().active and self.sub_learner.update == "gather" \
+            and cfg.get("distributed", {}).get("balance_masters", True) else None
 
-    def start_task(self, task: Any, group: int = 0) -> None:
+    def _build_master(self, indices: np.ndarray) -> PPO:
+        m = self.cfg.algo.master
+        return build_ppo(m, GroupView(self.env, indices), self.macro_steps, policy=MasterPolicy,
+                         policy_kwargs={"random_pick_prob": m.random_pick_prob},
+                         rollout_buffer_class=sb3_adapter.SeededRolloutBuffer)
+
+    def start_task(self, task: Any, group: int = 0, task_index: int | None = None) -> None:
+        """A fresh master for group ``group``'s new ``task``; ``task_index`` (the task's number in the run; default:
+        the tasks this learner started before) seeds the master's minibatch order with the run seed and the
+        group."""
         i = self.local(group)
         first_obs = self.env.reset_envs(self.indices[i], {"task": task})
-        m = self.cfg.algo.master
-        self.masters[i] = master = build_ppo(m, GroupView(self.env, self.indices[i]), self.macro_steps,
-                                             policy=MasterPolicy,
-                                             policy_kwargs={"random_pick_prob": m.random_pick_prob})
+        self.masters[i] = master = self._build_master(self.indices[i])
+        index = self.tasks_started if task_index is None else int(task_index)
+        master.minibatch_key = (int(self.cfg.seed), MASTER_STREAM, int(group), index)
+        self.tasks_started += 1
         faults.watch(master, f"the master of group {group}")
         sb3_adapter.begin_collection(master, first_obs)
 
@@ -226,19 +241,29 @@ class MLSHLearner(_Groups):
         sb3_adapter.collect_groups(self.masters, self.env, self.slices, self.macro_steps)
         traj = self.env.pop_trajectory()
         per_group = []
-        for master, sl in zip(self.masters, self.slices, strict=True):
+        for sl in self.slices:
             counts = self.env.choice_counts[sl].sum(axis=0)
-            metrics = {f"master/share_sub{k}": float(s) for k, s in enumerate(counts / max(1, counts.sum()))}
-            records = sb3_adapter.train(master)
-            metrics.update({f"master/{k.removeprefix('train/')}": v for k, v in records.items()})
-            metrics["master/entropy"] = -float(records["train/entropy_loss"])
-            per_group.append(metrics)
+            per_group.append({f"master/share_sub{k}": float(s) for k, s in enumerate(counts / max(1, counts.sum()))})
+        chosen = [i for i, j in enumerate(joint) if j]
+        groups, ids = [self.indices[i] for i in chosen], [self.group_ids[i] for i in chosen]
         shared: dict[str, float] = {}
-        if any(joint) if train_subs is None else train_subs:
-            chosen = [i for i, j in enumerate(joint) if j]
-            shared = self.sub_learner.train(traj, [self.indices[i] for i in chosen],
-                                            [self.group_ids[i] for i in chosen])
+        if not (any(joint) if train_subs is None else train_subs):
+            records = [self.train_master(master) for master in self.masters]
+        elif self.balancer is not None:
+            shared, records = self.balancer.iterate(traj, groups, ids)
+        else:
+            records = [self.train_master(master) for master in self.masters]
+            shared = self.sub_learner.train(traj, groups, ids)
+        for metrics, rec in zip(per_group, records, strict=True):
+            metrics.update({f"master/{k.removeprefix('train/')}": v for k, v in rec.items()})
+            metrics["master/entropy"] = -float(rec["train/entropy_loss"])
         return shared, per_group
+
+    @staticmethod
+    def train_master(master: PPO) -> dict[str, Any]:
+        """One update of a master on its rollout; its minibatches drawn from its own generator (``start_task``)."""
+        sb3_adapter.seed_minibatches(master, master.minibatch_key)
+        return sb3_adapter.train(master)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -276,6 +301,126 @@ class MLSHLearner(_Groups):
         return {f"sub-policy {k}": m.policy for k, m in enumerate(self.subs)}
 
 
+MASTER_STREAM = 0x6D617374  # in the masters' minibatch seeds, apart from the sub-policies' (SubPolicyLearner)
+
+
+class MasterBalancer:
+    """Several processes, ``distributed.subpolicy_update=gather``: while some processes train the sub-policies,
+    the others train some of their masters, so that every process's updates take about as long.
+
+    A master's update needs only its weights, optimizer state and rollout, and its minibatches come from its own
+    generator (``MLSHLearner.start_task``), so it is the same update, bit for bit, in whichever process it runs:
+    moving masters changes how long an iteration takes and nothing else. Which ones move is decided the same way
+    in every process, from what each measured and said in the sub-policy update's first message: its seconds per
+    master update and per sub-policy optimizer step (smoothed over iterations). Greedy: while the busiest process
+    has a master of its own left and handing it to the least busy one lowers the busiest's load, hand it over.
+    Then one message takes the moved masters to their helpers and one brings them back trained.
+    """
+
+    def __init__(self, learner: MLSHLearner, smoothing: float = 0.5):
+        self.learner, self.world, self.smoothing = learner, distributed.world(), smoothing
+        self.master_s: float | None = None  # this process's seconds per master update
+        self.step_s: float | None = None  # its seconds per sub-policy optimizer step
+        self.helper: PPO | None = None  # the model that trains other processes' masters here
+        self.moved = 0  # masters moved in the last iteration (over all processes)
+
+    def _smooth(self, old: float | None, new: float | None) -> float | None:
+        if new is None:
+            return old
+        return new if old is None else self.smoothing * old + (1 - self.smoothing) * new
+
+    def iterate(self, traj, groups: list[np.ndarray], ids: list[int]) -> tuple[dict[str, float], list[dict]]:
+        learner, sub = self.learner, self.learner.sub_learner
+        plan = sub.gather_data(traj, groups, ids, info=(learner.group_ids, self.master_s, self.step_s))
+        moves = self.plan(plan)
+        self.moved = len(moves)
+        records: dict[int, dict] = {}
+        guests: list[dict] = []
+        if moves:  # every process knows the plan, so all of them meet in this collective or none
+            out = {}
+            for g in learner.group_ids:
+                if g in moves:
+                    master = learner.masters[learner.local(g)]
+                    sb3_adapter.seed_minibatches(master, master.minibatch_key)  # the generator travels with it
+                    out[g] = sb3_adapter.export_update(master)
+            guests = [(g, state) for part in distributed.gather(out) for g, state in part.items()
+                      if moves[g] == self.world.rank]
+        shared = sub.train_gathered(plan)
+        self.step_s = self._smooth(self.step_s, plan.seconds_per_step)
+        start, n = time.perf_counter(), 0
+        for g in learner.group_ids:
+            if g not in moves:
+                records[g] = learner.train_master(learner.masters[learner.local(g)])
+                n += 1
+        done = {}
+        for g, state in guests:
+            done[g] = self._train_guest(g, state)
+            n += 1
+        if n:
+            self.master_s = self._smooth(self.master_s, (time.perf_counter() - start) / n)
+        if moves:
+            for part in distributed.gather(done):
+                for g, result in part.items():
+                    if g in learner.group_ids:
+                        sb3_adapter.import_result(learner.masters[learner.local(g)], result)
+                        records[g] = result["records"]
+        sub.share_gathered(plan)
+        shared["dist/masters_moved"] = float(self.moved)
+        return shared, [records[g] for g in learner.group_ids]
+
+    def plan(self, plan) -> dict[int, int]:
+        """{group: process} for the masters whose update moves this iteration (the same in every process)."""
+        groups = [info[0] for info in plan.infos]
+        master_s = [info[1] for info in plan.infos if info[1] is not None]
+        step_s = [info[2] for info in plan.infos if info[2] is not None]
+        if not master_s or not step_s:
+            return {}  # nothing measured yet
+        subs = [0.0] * self.world.size
+        for k in plan.held:
+            subs[plan.trainer[k]] += plan.steps[k] * float(np.mean(step_s))
+        return balance(subs, groups, float(np.mean(master_s)))
+
+    def _train_guest(self, group: int, state: dict) -> dict:
+        """Another process's master ``group``, trained here; returns what its owner loads back."""
+        learner = self.learner
+        if self.helper is None:
+            with th.random.fork_rng(devices=[]):  # building it draws initial weights: not from the run's stream
+                self.helper = learner._build_master(learner.indices[0])
+            self.helper_name = _Name("a master of another process")
+            faults.watch(self.helper, self.helper_name)
+        self.helper_name.text = f"the master of group {group} (trained in process {self.world.rank})"
+        sb3_adapter.import_update(self.helper, state)
+        records = sb3_adapter.train(self.helper)
+        return {**sb3_adapter.export_result(self.helper), "records": records}
+
+
+class _Name:
+    """A name that can change (a model that stands for several in turn)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def balance(subs: Sequence[float], groups: Sequence[Sequence[int]], master_s: float) -> dict[int, int]:
+    """Greedy: process r trains sub-policies for ``subs[r]`` seconds and its masters ``groups[r]`` for ``master_s``
+    each; while the busiest process has one of its own masters left and handing it to the least busy lowers the
+    busiest's load, hand over its last. Returns {group: process it moves to}; ties go to the lowest rank."""
+    load = [s + len(g) * master_s for s, g in zip(subs, groups, strict=True)]
+    left = [list(g) for g in groups]
+    moves: dict[int, int] = {}
+    while True:
+        hi = max(range(len(load)), key=load.__getitem__)
+        lo = min(range(len(load)), key=load.__getitem__)
+        if not left[hi] or load[lo] + master_s >= load[hi]:
+            return moves
+        moves[left[hi].pop()] = lo
+        load[hi] -= master_s
+        load[lo] += master_s
+
+
 class SharedLearner(_Groups):
     """The shared-policy baseline: one PPO policy trained across all tasks of all groups (never reset)."""
 
@@ -293,7 +438,7 @@ class SharedLearner(_Groups):
         sb3_adapter.begin_collection(self.model, np.zeros((venv.num_envs, *venv.observation_space.shape),
                                                           dtype=venv.observation_space.dtype))
 
-    def start_task(self, task: Any, group: int = 0) -> None:
+    def start_task(self, task: Any, group: int = 0, task_index: int | None = None) -> None:
         i = self.local(group)
         first_obs = self.venv.reset_envs(self.indices[i], {"task": task})
         sb3_adapter.reset_some(self.model, self.indices[i], first_obs)
@@ -342,7 +487,7 @@ class ScratchLearner(_Groups):
         self.top_env = venv
         self.models: list[PPO | None] = [None] * self.n_groups
 
-    def start_task(self, task: Any, group: int = 0) -> None:
+    def start_task(self, task: Any, group: int = 0, task_index: int | None = None) -> None:
         i = self.local(group)
         first_obs = self.venv.reset_envs(self.indices[i], {"task": task})
         self.models[i] = model = build_ppo(self.cfg.algo.policy, GroupView(self.venv, self.indices[i]), self.per_env)

@@ -193,7 +193,7 @@ class OptionCriticLearner(_Groups):
         self.live = _Live(self)
 
     # -- the learner interface (mlsh.learners) --------------------------------------------------------------
-    def start_task(self, task: Any, group: int = 0) -> None:
+    def start_task(self, task: Any, group: int = 0, task_index: int | None = None) -> None:
         i = self.local(group)
         idx = self.indices[i]
         self.obs[idx] = self.venv.reset_envs(idx, {"task": task}).reshape(len(idx), -1)

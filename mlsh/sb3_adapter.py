@@ -133,6 +133,79 @@ class VariableRolloutBuffer(RolloutBuffer):
             yield self._get_samples(np.concatenate([s[pos:pos + batch_size] for s in streams]))
 
 
+class SeededRolloutBuffer(RolloutBuffer):
+    """SB3's ``RolloutBuffer`` whose minibatch order comes from ``rng`` instead of numpy's global generator, when
+    set (``seed_minibatches``): then a model's update does not depend on the process that runs it, nor on what
+    else that process drew before (the masters, whose updates a distributed run moves between processes)."""
+
+    rng: np.random.Generator | None = None
+
+    def get(self, batch_size: int | None = None) -> Generator[RolloutBufferSamples, None, None]:
+        if self.rng is None:
+            yield from super().get(batch_size)
+            return
+        if not self.full:
+            raise RuntimeError("the rollout buffer is not full")
+        n = self.buffer_size * self.n_envs
+        indices = self.rng.permutation(n)  # then SB3's own get, draw for draw
+        if not self.generator_ready:
+            for name in ("observations", "actions", "values", "log_probs", "advantages", "returns"):
+                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
+            self.generator_ready = True
+        batch_size = batch_size or n
+        for start in range(0, n, batch_size):
+            yield self._get_samples(indices[start:start + batch_size])
+
+
+def seed_minibatches(model: PPO, key: Sequence[int]) -> None:
+    """The minibatches of ``model``'s next update drawn from a generator seeded by ``key`` and its update counter
+    (a ``SeededRolloutBuffer``)."""
+    model.rollout_buffer.rng = np.random.default_rng([*key, int(model._n_updates)])
+
+
+_BUFFER_ARRAYS = ("observations", "actions", "rewards", "returns", "episode_starts", "values", "log_probs",
+                  "advantages")
+
+
+def export_update(model: PPO) -> dict[str, Any]:
+    """What another process needs to run ``model``'s next ``train()`` in a ``PPO`` of the same architecture
+    (``import_update``): its weights, optimizer state, update counter and progress, and its filled rollout buffer
+    with the generator of its minibatches."""
+    buffer = model.rollout_buffer
+    if not buffer.full or buffer.generator_ready:
+        raise RuntimeError("export_update needs a freshly filled rollout buffer (after collection, before train)")
+    return {**export_result(model), "progress": model._current_progress_remaining,
+            "buffer": {name: getattr(buffer, name) for name in _BUFFER_ARRAYS},
+            "rng": getattr(buffer, "rng", None)}
+
+
+def import_update(model: PPO, state: dict[str, Any]) -> None:
+    """``model`` becomes the one ``export_update`` described, ready for ``train()``."""
+    import_result(model, state)
+    model._current_progress_remaining = state["progress"]
+    buffer = model.rollout_buffer
+    buffer.reset()
+    for name, value in state["buffer"].items():
+        if getattr(buffer, name).shape != value.shape:
+            raise ValueError(f"rollout buffer {name} of shape {value.shape} does not fit this model's "
+                             f"{getattr(buffer, name).shape}")
+        setattr(buffer, name, value)
+    buffer.pos, buffer.full = buffer.buffer_size, True
+    buffer.rng = state["rng"]
+
+
+def export_result(model: PPO) -> dict[str, Any]:
+    """``model``'s weights, optimizer state and update counter (``import_result``)."""
+    return {"weights": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(),
+            "n_updates": model._n_updates}
+
+
+def import_result(model: PPO, state: dict[str, Any]) -> None:
+    model.policy.load_state_dict(state["weights"])
+    model.policy.optimizer.load_state_dict(state["optimizer"])
+    model._n_updates = state["n_updates"]
+
+
 class _NoCallback(BaseCallback):
     def _on_step(self) -> bool:
         return True

@@ -10,6 +10,10 @@ split by the sub-policy that was active and each model trains on its share.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from stable_baselines3 import PPO
 
@@ -183,17 +187,15 @@ class SubPolicyLearner:
           0, as the original's MPI-Adam); one with data in a single process is trained there alone, as one
           process holding every group would, and then sent to the others.
         """
-        batches = self.batches(traj, groups, group_ids)
-        counts = [0 if b is None else len(b["group_sizes"]) for b in batches]
-        longest = [0 if b is None else max(b["group_sizes"]) for b in batches]
-        everyone = distributed.gather((counts, longest)) if self.world.active else [(counts, longest)]
-        metrics: dict[str, float] = {}
-        for k, batch in enumerate(batches):
-            metrics[f"sub{k}/n_steps"] = 0 if batch is None else len(batch["observations"])
-            metrics[f"sub{k}/groups"] = counts[k]
         if self.world.active and self.update == "gather":
-            self._train_gathered(batches, everyone, metrics)
+            plan = self.gather_data(traj, groups, group_ids)
+            metrics = self.train_gathered(plan)
+            self.share_gathered(plan)
             return metrics
+        batches = self.batches(traj, groups, group_ids)
+        counts, longest = _counts(batches)
+        everyone = distributed.gather((counts, longest)) if self.world.active else [(counts, longest)]
+        metrics = _size_metrics(batches, counts)
         for k, (model, batch) in enumerate(zip(self.models, batches, strict=True)):
             holders = [r for r, (c, _) in enumerate(everyone) if c[k] > 0]
             if not holders:
@@ -231,15 +233,23 @@ class SubPolicyLearner:
         records = sb3_adapter.train_on_batch(model, batch, count=count)
         return {f"sub{k}/{key.removeprefix('train/')}": v for key, v in records.items()}
 
-    def _train_gathered(self, batches: list[dict | None], everyone: list, metrics: dict[str, float]) -> None:
-        """``update="gather"`` (``train``): collectives in the same order on every process: the data to each
-        sub-policy's trainer, then the trained states from them."""
+    def gather_data(self, traj: Trajectory, groups: list[np.ndarray] | None = None,
+                    group_ids: list[int] | None = None, info: Any = None) -> GatherPlan:
+        """``update="gather"``, first part: which process trains which sub-policy, and each sub-policy's data of
+        every process sent to its trainer. ``info``: anything this process tells the others (every process's
+        comes back in the plan, in rank order), in the same message as the sizes of its data.
+
+        Then ``train_gathered`` (no collective: the processes train side by side) and ``share_gathered``; every
+        process calls the three in this order (their collectives meet), doing what it likes in between."""
         rank, size = self.world.rank, self.world.size
-        held = [k for k in range(len(self.models)) if any(c[k] > 0 for c, _ in everyone)]
+        batches = self.batches(traj, groups, group_ids)
+        counts, longest = _counts(batches)
+        everyone = distributed.gather((counts, longest, info))
+        held = [k for k in range(len(self.models)) if any(c[k] > 0 for c, _, _ in everyone)]
         trainer = {k: j % size for j, k in enumerate(held)}
         mine: dict[int, dict] = {}
         for k in held:
-            holders = [r for r, (c, _) in enumerate(everyone) if c[k] > 0]
+            holders = [r for r, (c, _, _) in enumerate(everyone) if c[k] > 0]
             if holders == [trainer[k]]:  # the trainer holds all the data: nothing to send
                 parts = [batches[k]] if rank == trainer[k] else None
             else:
@@ -248,13 +258,34 @@ class SubPolicyLearner:
                 mine[k] = _concatenate([p for p in parts if p is not None])  # in rank order: the groups' order
             if batches[k] is not None:  # each process counts the steps it collected, as with "allreduce"
                 self.models[k].num_timesteps += len(batches[k]["observations"])
-        for k, batch in mine.items():  # the processes train their sub-policies side by side
+        steps = {k: self.optimizer_steps(k, max(lg[k] for _, lg, _ in everyone)) for k in held}
+        return GatherPlan(held, trainer, mine, steps, [i for _, _, i in everyone], _size_metrics(batches, counts))
+
+    def optimizer_steps(self, k: int, longest: int) -> int:
+        """The optimizer steps of sub-policy ``k``'s update on groups whose largest share is ``longest`` steps
+        (``group_weighting="groups"``, as every distributed run)."""
+        model = self.models[k]
+        per_epoch = model.rollout_buffer.n_minibatches or -(-longest // model.batch_size)
+        return model.n_epochs * per_epoch
+
+    def train_gathered(self, plan: GatherPlan) -> dict[str, float]:
+        """``update="gather"``, second part: this process trains the sub-policies it was given (no collective);
+        ``plan.seconds_per_step`` gets how long one optimizer step took (None when it trained none)."""
+        metrics = dict(plan.metrics)
+        start, steps = time.perf_counter(), 0
+        for k, batch in plan.mine.items():
             metrics.update(self._train_one(k, batch, count=False))
-        for k in held:
-            if rank == trainer[k]:
+            steps += plan.steps[k]
+        plan.seconds_per_step = (time.perf_counter() - start) / steps if steps else None
+        return metrics
+
+    def share_gathered(self, plan: GatherPlan) -> None:
+        """``update="gather"``, last part: every trained sub-policy's state from its trainer to the others."""
+        for k in plan.held:
+            if self.world.rank == plan.trainer[k]:
                 distributed.send_training_state(self.models[k])
             else:
-                distributed.receive_training_state(self.models[k], trainer[k])
+                distributed.receive_training_state(self.models[k], plan.trainer[k])
 
     @staticmethod
     def _stand_in(traj: Trajectory) -> dict:
@@ -262,6 +293,35 @@ class SubPolicyLearner:
         one = {name: getattr(traj, name)[:1, 0] for name in ("observations", "actions", "values", "log_probs")}
         return dict(**one, advantages=np.zeros(1, np.float32), returns=np.asarray(one["values"], np.float32),
                     group_sizes=[1], group_ids=[0])  # its one index needs no generator of its own
+
+
+@dataclass
+class GatherPlan:
+    """A ``gather`` update under way (``SubPolicyLearner.gather_data``): the sub-policies with data somewhere
+    (``held``), the process that trains each (``trainer``), the batches this process trains (``mine``), each
+    update's optimizer steps, what every process said (``infos``) and the sizes to report."""
+
+    held: list[int]
+    trainer: dict[int, int]
+    mine: dict[int, dict]
+    steps: dict[int, int]
+    infos: list[Any]
+    metrics: dict[str, float]
+    seconds_per_step: float | None = None
+
+
+def _counts(batches: list[dict | None]) -> tuple[list[int], list[int]]:
+    """Per sub-policy: how many task groups' data ``batches`` hold, and the largest group's number of steps."""
+    return ([0 if b is None else len(b["group_sizes"]) for b in batches],
+            [0 if b is None else max(b["group_sizes"]) for b in batches])
+
+
+def _size_metrics(batches: list[dict | None], counts: list[int]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for k, batch in enumerate(batches):
+        metrics[f"sub{k}/n_steps"] = 0 if batch is None else len(batch["observations"])
+        metrics[f"sub{k}/groups"] = counts[k]
+    return metrics
 
 
 def _concatenate(parts: list[dict]) -> dict:

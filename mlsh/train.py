@@ -154,7 +154,7 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) ->
                          f"schedule.n_groups={learner.total_groups}")
     mid_task = [c.group for c in clocks if c.it < per_task and c.group in learner.group_ids]
     for g in mid_task:
-        learner.start_task(clocks[g].task, g)
+        learner.start_task(clocks[g].task, g, clocks[g].task_index)
     learner.load_masters(ckpt, mid_task)
     if mid_task:  # their envs' resets in start_task fed the observation filter: back to the checkpoint's statistics
         load_obs_stats(learner.top_env, ckpt)
@@ -334,7 +334,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                 c.it = 0 if c.it >= per_task else c.it
                 sampled += 1
                 if c.group in mine:
-                    learner.start_task(c.task, c.group)
+                    learner.start_task(c.task, c.group, c.task_index)
 
     def minutes() -> float:
         return minutes_before + (time.perf_counter() - start) / 60

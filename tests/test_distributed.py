@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3 import PPO
 
 from mlsh import checkpoint, snapshot
 from mlsh.runlog import read_metrics
 from tests.conftest import ROOT
 
 WORKER = str(ROOT / "tests" / "distributed_worker.py")
-TIMING = ("steps_per_second", "time_minutes")
+TIMING = ("steps_per_second", "time_minutes", "dist/masters_moved")  # what the timing decides
 # MovementBandits, 2 task groups of 2 envs, 1 warmup + 2 joint iterations per task
 SMALL = ("schedule=smoke", "schedule.n_groups=2", "schedule.joint_iters=2")
 
@@ -96,6 +97,37 @@ def test_two_processes_train_identical_subpolicies_each_on_its_own_groups(tmp_pa
     assert {"group0/episode_return", "group1/episode_return", "group1/master/entropy"} <= set(first)
     assert sorted(r["task/index"] for r in metrics if "task/index" in r) == list(range(6))
     assert got[0]["summary"]["processes"] == 2 and got[0]["summary"]["tasks_done"] == 6
+
+
+def test_balanced_masters_move_between_processes_and_change_nothing(tmp_path):
+    """``distributed.balance_masters``: the process without a sub-policy to train takes masters of the one that
+    has; the run is the same, bit for bit (metrics, sub-policies, masters), as with every master kept home."""
+    common = ("env=movement_bandits", *SMALL, "schedule.n_tasks=6")
+    for on in ("true", "false"):
+        ok(run(torchrun(WORKER, "train", str(tmp_path / on), *common, f"distributed.balance_masters={on}")))
+    moved = [r.get("dist/masters_moved") for r in read_metrics(tmp_path / "true" / "run")]
+    assert max(m for m in moved if m is not None) >= 1  # masters did move
+    assert all(r.get("dist/masters_moved", 0) == 0 for r in read_metrics(tmp_path / "false" / "run"))
+    assert rows(tmp_path / "true" / "run") == rows(tmp_path / "false" / "run")  # all but timings and moves
+    got = [th.load(tmp_path / on / "params_rank0.pt") for on in ("true", "false")]
+    for a, b in zip(got[0]["params"], got[1]["params"], strict=True):
+        assert all(th.equal(a[name], b[name]) for name in a)
+    last = [checkpoint.latest(tmp_path / on / "run") for on in ("true", "false")]
+    for name in ("master_g0.zip", "master_g1.zip"):
+        a, b = (PPO.load(ckpt / name, device="cpu").policy.state_dict() for ckpt in last)
+        assert all(th.equal(a[k], b[k]) for k in a), name
+
+
+def test_balance_hands_masters_from_the_busiest_process_to_the_least_busy():
+    from mlsh.learners import balance
+
+    # process 0 trains the only sub-policy (0.3 s), each has 5 masters of 0.065 s: two of 0's move to 1
+    assert balance([0.3, 0.0], [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]], 0.065) == {4: 1, 3: 1}
+    assert balance([0.2, 0.2], [[0, 1], [2, 3]], 0.05) == {}  # even already
+    assert balance([1.0, 0.0], [[], [1]], 0.1) == {}  # the busiest has no master to give
+    assert balance([0.1, 0.0], [[0], [1]], 0.1) == {}  # moving one would only swap the loads
+    # three processes: the two idle ones share all of the busy one's masters, in turn
+    assert balance([0.4, 0.0, 0.0], [[0, 1, 2], [3], [4]], 0.1) == {2: 1, 1: 2, 0: 1}
 
 
 def test_observation_statistics_are_merged_over_processes(tmp_path):

@@ -12,7 +12,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from envs.movement_bandits import MovementBanditsEnv
 from mlsh import sb3_adapter
 from mlsh.groups import stagger
-from mlsh.learners import MLSHLearner, build_ppo, make_task_env, sample_task, task_rng
+from mlsh.learners import MASTER_STREAM, MLSHLearner, build_ppo, make_task_env, sample_task, task_rng
 from mlsh.master import MasterPolicy
 from mlsh.runlog import read_metrics
 from mlsh.sb3_adapter import VariableRolloutBuffer, capture_logger
@@ -32,16 +32,18 @@ def _reference_loop(cfg):
     rng = task_rng(cfg.seed, "train")
     m = cfg.algo.master
     rows = []
-    for _ in range(cfg.schedule.n_tasks):
+    for index in range(cfg.schedule.n_tasks):
         task = sample_task(venv, rng)
         learner.env.set_options({"task": task})
         first_obs = learner.env.reset()
         master = build_ppo(m, learner.env, learner.macro_steps, policy=MasterPolicy,
-                           policy_kwargs={"random_pick_prob": m.random_pick_prob})
+                           policy_kwargs={"random_pick_prob": m.random_pick_prob},
+                           rollout_buffer_class=sb3_adapter.SeededRolloutBuffer)
         sb3_adapter.begin_collection(master, first_obs)
         for it in range(cfg.schedule.warmup_iters + cfg.schedule.joint_iters):
             sb3_adapter.collect(master, learner.macro_steps)
             traj = learner.env.pop_trajectory()
+            sb3_adapter.seed_minibatches(master, (cfg.seed, MASTER_STREAM, 0, index))  # as MLSHLearner.start_task
             row = {f"master/{k.removeprefix('train/')}": v for k, v in sb3_adapter.train(master).items()}
             if it >= cfg.schedule.warmup_iters:
                 row.update(learner.sub_learner.train(traj))
@@ -309,3 +311,57 @@ def test_resume_of_a_run_with_groups_continues_their_clocks(compose, tmp_path):
         cfg3 = compose(*TINY, "schedule.n_groups=3", "schedule.warmup_iters=2", "schedule.joint_iters=1",
                        "schedule.n_tasks=5")
         meta_train(cfg3, tmp_path / "cut", progress=False, resume=True)
+
+
+def test_a_masters_update_moved_to_another_model_is_the_same_update_bit_for_bit(compose):
+    """What ``MasterBalancer`` does between processes, in one: a master's update exported after collection and run
+    by another model of the same architecture (other initial weights, another global random state) gives the
+    weights, optimizer state and records of the master trained where it is."""
+    cfg = compose(*TINY, "schedule.n_groups=2")
+    setup_torch(cfg)
+    learner = MLSHLearner(cfg, make_task_env(cfg, seed=0))
+    for g in range(2):
+        learner.start_task(g, g, task_index=7 + g)
+    assert learner.masters[1].minibatch_key == (cfg.seed, MASTER_STREAM, 1, 8)
+    sb3_adapter.collect_groups(learner.masters, learner.env, learner.slices, learner.macro_steps)
+    master = learner.masters[1]
+    sb3_adapter.seed_minibatches(master, master.minibatch_key)
+    state = sb3_adapter.export_update(master)
+    helper = learner._build_master(learner.indices[0])
+    assert not th.equal(helper.policy.action_net.weight, master.policy.action_net.weight)
+    np.random.seed(1)
+    sb3_adapter.import_update(helper, state)
+    moved = sb3_adapter.train(helper)
+    np.random.seed(2)  # the global generator plays no part in a master's minibatches
+    here = MLSHLearner.train_master(master)
+    assert moved == here
+    for name, value in master.policy.state_dict().items():
+        assert th.equal(helper.policy.state_dict()[name], value), name
+    mine, theirs = master.policy.optimizer.state_dict(), helper.policy.optimizer.state_dict()
+    for idx, st in mine["state"].items():
+        assert th.equal(st["exp_avg"], theirs["state"][idx]["exp_avg"]), idx
+    assert helper._n_updates == master._n_updates == cfg.algo.master.ppo.n_epochs
+    with pytest.raises(RuntimeError, match="freshly filled"):  # trained since: its buffer is flattened
+        sb3_adapter.export_update(master)
+
+
+def test_the_masters_minibatches_depend_on_their_group_and_task(compose):
+    """Each master's minibatch order comes from (seed, group, task, update): two masters on the same data with
+    other keys train apart, with the same key alike."""
+    cfg = compose(*TINY)
+    setup_torch(cfg)
+    learner = MLSHLearner(cfg, make_task_env(cfg, seed=0))
+    learner.start_task(0, 0, task_index=0)
+    sb3_adapter.collect_groups(learner.masters, learner.env, learner.slices, learner.macro_steps)
+    master = learner.masters[0]
+    sb3_adapter.seed_minibatches(master, master.minibatch_key)
+    state = sb3_adapter.export_update(master)
+    weights = {}
+    for key in [(0, MASTER_STREAM, 0, 0), (0, MASTER_STREAM, 0, 0), (0, MASTER_STREAM, 0, 1)]:
+        model = learner._build_master(learner.indices[0])
+        sb3_adapter.import_update(model, state)
+        sb3_adapter.seed_minibatches(model, key)
+        sb3_adapter.train(model)
+        weights.setdefault(key, []).append(model.policy.action_net.weight.detach().clone())
+    same, other = weights[(0, MASTER_STREAM, 0, 0)], weights[(0, MASTER_STREAM, 0, 1)]
+    assert th.equal(same[0], same[1]) and not th.equal(same[0], other[0])

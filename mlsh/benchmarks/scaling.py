@@ -2,18 +2,21 @@
 task groups and primitive steps, then a projection to the paper's 120 processes from the measured parts.
 
     python -m mlsh.benchmarks.scaling [--envs movement_bandits ant_two_walk] [--procs 1 2] [--repeats 2]
-                                      [--updates gather allreduce]
+                                      [--updates gather unbalanced allreduce]
 
 Each run is ``torchrun --standalone --nproc-per-node P`` of the full loop (``mlsh.train.meta_train``: checkpoints
 and metrics file included; W&B, maps and video off) with G task groups (default: the largest P, one group per process),
 runs of both P alternating, each figure the best of ``--repeats``; each P > 1 once per sub-policy update mode
-(``distributed.subpolicy_update``). Efficiency = rate(P) / (P x rate(1)). Beside
+(``distributed.subpolicy_update``; ``unbalanced``: gather with ``distributed.balance_masters=false``, the masters
+each trained in its own process). Efficiency = rate(P) / (P x rate(1)). Beside
 each P > 1: P independent single-process runs of G/P groups each, started together and sharing nothing (what P
 processes could give without any communication: the ceiling of the distributed run), and P copies of the P=1 run
 at once (what the machine gives P processes at all: cache, memory bandwidth, clock). Rank 0
 also times the parts of an iteration: collection (every primitive step with the sub-policy and master forwards),
 the masters' updates, the sub-policy updates and, inside them, the communication between the processes
-(gradient all-reduces, or the gathered data and the trained states sent back, each with its wait).
+(gradient all-reduces, or the gathered data and the trained states sent back, each with its wait). With the
+masters balanced, an iteration with a sub-policy update trains its masters inside that update (where they can move
+between processes), so their time counts under the sub-policy updates there.
 
 The projection (``allreduce``, the update whose work spreads over any number of processes; ``gather`` trains each
 sub-policy in one process, so its update stops shrinking beyond K processes) keeps one task group per process, as
@@ -49,6 +52,10 @@ RUNS = {
     "movement_bandits": ["schedule.warmup_iters=9", "schedule.joint_iters=1"],
     "ant_two_walk": ["schedule.warmup_iters=2", "schedule.joint_iters=4", "schedule.rollout_steps=4000"],
 }
+# the runs with P > 1, by their label: how the sub-policies are updated, and whether the masters are balanced
+UPDATES = {"gather": ["distributed.subpolicy_update=gather"],
+           "unbalanced": ["distributed.subpolicy_update=gather", "distributed.balance_masters=false"],
+           "allreduce": ["distributed.subpolicy_update=allreduce"]}
 
 
 def worker(out: Path, overrides: list[str]) -> None:
@@ -80,26 +87,32 @@ def worker(out: Path, overrides: list[str]) -> None:
                     parts[count] += 1
         return wrapper
 
-    # masters = iterate - collect - subs
+    # masters = iterate - collect - subs; with distributed.balance_masters an iteration with a sub-policy update
+    # trains the masters inside it (MasterBalancer.iterate), so their time is counted under subs there
     learners.MLSHLearner.iterate = timed(learners.MLSHLearner.iterate, "iterate")
     sb3_adapter.collect_groups = timed(sb3_adapter.collect_groups, "collect")
-    sub_train = timed(subpolicies.SubPolicyLearner.train, "subs", "sub_updates")
 
-    def flagged(*args, **kwargs):
-        in_subs[0] = True
-        try:
-            return sub_train(*args, **kwargs)
-        finally:
-            in_subs[0] = False
+    def flagged(fn):
+        counted = timed(fn, "subs", "sub_updates")
 
-    subpolicies.SubPolicyLearner.train = flagged
+        def wrapper(*args, **kwargs):
+            in_subs[0] = True
+            try:
+                return counted(*args, **kwargs)
+            finally:
+                in_subs[0] = False
+        return wrapper
+
+    subpolicies.SubPolicyLearner.train = flagged(subpolicies.SubPolicyLearner.train)
+    learners.MasterBalancer.iterate = flagged(learners.MasterBalancer.iterate)
     register_optimizer_step_post_hook(count_step)
+
     def in_update(fn):  # communication inside a sub-policy update
         wrapped = timed(fn, "comm", "comms")
         return lambda *args, **kwargs: (wrapped if in_subs[0] else fn)(*args, **kwargs)
 
     distributed.GradientMean._reduce = in_update(distributed.GradientMean._reduce)
-    for name in ("gather_to", "send_training_state", "receive_training_state"):
+    for name in ("gather", "gather_to", "send_training_state", "receive_training_state"):
         setattr(distributed, name, in_update(getattr(distributed, name)))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         # no pictures: rank 0 alone draws them (the ant's end-of-run video takes seconds), which is not the loop
@@ -200,8 +213,9 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=None, help="G (default: the largest P)")
     parser.add_argument("--tasks", type=int, default=None, help="tasks per group (default: 3 MovementBandits, 1 ant)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--updates", nargs="+", default=["gather", "allreduce"], choices=["gather", "allreduce"],
-                        help="distributed.subpolicy_update of the runs with P > 1")
+    parser.add_argument("--updates", nargs="+", default=["gather", "allreduce"], choices=list(UPDATES),
+                        help="distributed.subpolicy_update of the runs with P > 1 (unbalanced: gather with "
+                             "distributed.balance_masters=false)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a run.py override for every run, after the env's (e.g. schedule.n_envs=10)")
     parser.add_argument("--save", help="write the measured runs to this JSON file")
@@ -233,7 +247,7 @@ def main() -> None:
             for p in args.procs:
                 for update in args.updates if p > 1 else [None]:
                     label = f"P={p}" + (f" {update}" if update else "")
-                    mode = [f"distributed.subpolicy_update={update}"] if update else []
+                    mode = UPDATES[update] if update else []
                     with tempfile.TemporaryDirectory() as tmp:
                         torchrun(p, ["--worker", tmp, *overrides, *mode])
                         res = json.loads((Path(tmp) / "result.json").read_text())
