@@ -78,6 +78,8 @@ def test_option_critic_warns_when_its_linear_nets_meet_observations_that_are_not
         ("algo.subpolicy.minibatches=0", "algo.subpolicy.minibatches must be an integer >= 1, got 0"),
         ("distributed.subpolicy_update=ring", "distributed.subpolicy_update must be 'auto', 'gather' or "
                                               "'allreduce', got 'ring'"),
+        ("distributed.balance_masters=sometimes", "distributed.balance_masters must be true or false, got "
+                                                  "'sometimes'"),
     ],
 )
 def test_bad_values_are_named(compose, override, message):
