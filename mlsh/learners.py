@@ -335,7 +335,7 @@ class MasterBalancer:
         moves = self.plan(plan)
         self.moved = len(moves)
         records: dict[int, dict] = {}
-        guests: list[dict] = []
+        guests: list[tuple[int, dict]] = []  # (group, its exported update) of the masters this process trains
         if moves:  # every process knows the plan, so all of them meet in this collective or none
             out = {}
             for g in learner.group_ids:
