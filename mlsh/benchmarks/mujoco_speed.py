@@ -21,7 +21,9 @@ iterations where its task is past warmup, as in a run), every update included: p
 env with minibatches of 64 steps, then the batched env on 1 and 2 threads with the original's 15 minibatches per
 epoch (the config's default); against the rate of gymnasium's Ant-v5 measured in turn in the same command.
 ``--procs 1 2`` runs each variant in one process and in two started by torchrun (the groups spread over them, as
-``torchrun ... run.py`` does; the layout's G must be a multiple of P); the update share is the slowest process's.
+``torchrun ... run.py`` does; the layout's G must be a multiple of P); the update share is the slowest process's
+(with several processes it includes the masters' updates of the iterations with a sub-policy update, which
+``distributed.balance_masters`` trains inside it).
 """
 
 from __future__ import annotations
@@ -206,16 +208,19 @@ def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
     pattern = steady_state(G, cfg.schedule.warmup_iters, cfg.schedule.joint_iters,
                            cfg.schedule.get("stagger", "original"), iters)
     sub_seconds = 0.0
-    train = learner.sub_learner.train
 
-    def timed_train(*args, **kwargs):
-        nonlocal sub_seconds
-        start = time.perf_counter()
-        out = train(*args, **kwargs)
-        sub_seconds += time.perf_counter() - start
-        return out
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            nonlocal sub_seconds
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            sub_seconds += time.perf_counter() - start
+            return out
+        return wrapper
 
-    learner.sub_learner.train = timed_train
+    learner.sub_learner.train = timed(learner.sub_learner.train)
+    if getattr(learner, "balancer", None) is not None:  # several processes: the masters train inside the update
+        learner.balancer.iterate = timed(learner.balancer.iterate)
     if world.active:
         distributed.gather(None)  # start together
     start = time.perf_counter()
