@@ -322,7 +322,6 @@ class MasterBalancer:
         self.master_s: float | None = None  # this process's seconds per master update
         self.step_s: float | None = None  # its seconds per sub-policy optimizer step
         self.helper: PPO | None = None  # the model that trains other processes' masters here
-        self.moved = 0  # masters moved in the last iteration (over all processes)
 
     def _smooth(self, old: float | None, new: float | None) -> float | None:
         if new is None:
@@ -333,7 +332,6 @@ class MasterBalancer:
         learner, sub = self.learner, self.learner.sub_learner
         plan = sub.gather_data(traj, groups, ids, info=(learner.group_ids, self.master_s, self.step_s))
         moves = self.plan(plan)
-        self.moved = len(moves)
         records: dict[int, dict] = {}
         guests: list[tuple[int, dict]] = []  # (group, its exported update) of the masters this process trains
         if moves:  # every process knows the plan, so all of them meet in this collective or none
@@ -365,7 +363,7 @@ class MasterBalancer:
                         sb3_adapter.import_result(learner.masters[learner.local(g)], result)
                         records[g] = result["records"]
         sub.share_gathered(plan)
-        shared["dist/masters_moved"] = float(self.moved)
+        shared["dist/masters_moved"] = float(len(moves))  # over all processes
         return shared, [records[g] for g in learner.group_ids]
 
     def plan(self, plan) -> dict[int, int]:
