@@ -75,6 +75,14 @@ class TaskVecEnv(DummyVecEnv):
         return self._obs_from_buf()[np.asarray(indices)]
 
 
+def batch_moments(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.mean(arr, axis=0)`` and ``np.var(arr, axis=0)``, the same bits, in half the time (the mean once)."""
+    mean = np.mean(arr, axis=0)
+    dev = arr - mean
+    dev *= dev
+    return mean, np.mean(dev, axis=0)
+
+
 class TrackedRMS(RunningMeanStd):
     """SB3's running mean/std that also keeps apart what it saw since the last ``merge`` (``fresh``): the part that
     a process of a distributed run contributes to the statistics of all (``mlsh.distributed.sync_obs_stats``).
@@ -98,9 +106,11 @@ class TrackedRMS(RunningMeanStd):
             self.fresh = RunningMeanStd(epsilon=0.0, shape=self.mean.shape)
 
     def update(self, arr: np.ndarray) -> None:
-        super().update(arr)
+        """SB3's ``update``, bit for bit, with the batch's moments computed once for both statistics."""
+        mean, var = batch_moments(arr)
+        self.update_from_moments(mean, var, arr.shape[0])
         if self.track:
-            self.fresh.update(arr)
+            self.fresh.update_from_moments(mean, var, arr.shape[0])
 
     def merge(self, parts: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> None:
         """These statistics become those of the last merge combined with every ``(mean, var, count)`` of

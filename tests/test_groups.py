@@ -365,3 +365,24 @@ def test_the_masters_minibatches_depend_on_their_group_and_task(compose):
         weights.setdefault(key, []).append(model.policy.action_net.weight.detach().clone())
     same, other = weights[(0, MASTER_STREAM, 0, 0)], weights[(0, MASTER_STREAM, 0, 1)]
     assert th.equal(same[0], same[1]) and not th.equal(same[0], other[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_observation_filter_updates_as_sb3s_does_bit_for_bit(dtype):
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    from mlsh.groups import TrackedRMS, batch_moments
+
+    rng = np.random.default_rng(1)
+    for n, dim in [(1, 1), (3, 27), (20, 27), (40, 111), (513, 376)]:
+        arr = (rng.normal(size=(n, dim)) * rng.uniform(0.1, 100) + rng.normal()).astype(dtype)
+        mean, var = batch_moments(arr)
+        assert mean.dtype == dtype and var.dtype == dtype
+        assert np.array_equal(mean, np.mean(arr, axis=0)) and np.array_equal(var, np.var(arr, axis=0))
+    sb3, tracked = RunningMeanStd(shape=(27,)), TrackedRMS(shape=(27,), track=True)
+    for n in (20, 20, 7):
+        arr = rng.normal(size=(n, 27)).astype(dtype) * 3
+        sb3.update(arr)
+        tracked.update(arr)
+    assert np.array_equal(sb3.mean, tracked.mean) and np.array_equal(sb3.var, tracked.var)
+    assert sb3.count == tracked.count and tracked.fresh.count == 47
