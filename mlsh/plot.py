@@ -8,6 +8,10 @@ band its 95% bootstrap confidence interval (resampling seeds). The table (printe
 group the interquartile mean of the held-out return after the last update over every seed and held-out task with
 its 95% stratified-bootstrap interval (rliable), and for every two groups the probability that one improves on
 the other.
+
+``--tasks`` (``[--out tasks.png]``) draws instead each run's task history: every finished task's return at the end
+of its warmup and at its end, in the order the tasks were drawn, coloured by task, and prints per task its means in
+four spans of the run. It shows what training on some tasks does to the others (the sub-policies are shared).
 """
 
 from __future__ import annotations
@@ -212,12 +216,101 @@ def plot_runs(run_dirs: list[Path], out: Path, window: int = 20) -> Path:
     return out
 
 
+def task_history(run_dir: Path) -> list[dict]:
+    """Every finished task of a run in the order they were drawn: ``index``, ``group``, ``task``, ``warmup``
+    (the mean return of its last warmup iteration, None if it had none) and ``final`` (of its last iteration, NaN
+    where that iteration ended no episode)."""
+    rows = [r for r in read_metrics(run_dir) if "task/index" in r]
+    out = [{"index": r["task/index"], "group": r["task/group"], "task": r["task/task"],
+            "warmup": r.get("task/warmup_return"),
+            "final": float("nan") if r.get("task/final_return") is None else r["task/final_return"]} for r in rows]
+    return sorted(out, key=lambda t: t["index"])
+
+
+def task_table(history: list[dict], parts: int = 4) -> dict[str, list[tuple[int, float, float]]]:
+    """Per task value (as text), in each of ``parts`` consecutive spans of the run's tasks (by draw order):
+    (how many, mean warmup return, mean final return), NaN where the span holds none of it. Where a run turns
+    its sub-policies to recent tasks, another task's returns fall after a span without it."""
+    spans = np.array_split(np.arange(len(history)), parts) if history else []
+    table: dict[str, list[tuple[int, float, float]]] = {}
+    for name in sorted({str(t["task"]) for t in history}):
+        row = []
+        for span in spans:
+            mine = [history[i] for i in span if str(history[i]["task"]) == name]
+            warm = [t["warmup"] for t in mine if t["warmup"] is not None]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a span without this task: NaN
+                row.append((len(mine), float(np.mean(warm)) if warm else float("nan"),
+                            float(np.nanmean([t["final"] for t in mine])) if mine else float("nan")))
+        table[name] = row
+    return table
+
+
+def format_task_table(run_dir: Path, table: dict, parts: int = 4) -> str:
+    lines = [f"{run_dir}: mean warmup / final return per task, in {parts} spans of the run's tasks (draw order)",
+             f"{'task':>8} " + " ".join(f"{f'span {i + 1}: n, warmup, final':>32}" for i in range(parts))]
+    for name, row in table.items():
+        lines.append(f"{name[:8]:>8} " + " ".join(f"{n:>8} {w:>11.1f} {f:>11.1f}" for n, w, f in row))
+    return "\n".join(lines)
+
+
+def plot_tasks(run_dirs: list[Path], out: Path) -> Path:
+    """One panel per run: each finished task's warmup return (hollow) and final return (filled) against the
+    order it was drawn in, coloured by task, so that what training on one task does to the others shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = find_runs(run_dirs)
+    fig, axes = plt.subplots(len(runs), 1, figsize=(10, 3.2 * len(runs)), squeeze=False)
+    for ax, run_dir in zip(axes[:, 0], runs, strict=True):
+        history = task_history(run_dir)
+        if not history:
+            raise ValueError(f"{run_dir} has finished no task yet (no task/index in its metrics.jsonl)")
+        names = sorted({str(t["task"]) for t in history})
+        colour = {n: f"C{i}" if len(names) <= 10 else "C0" for i, n in enumerate(names)}
+        for name in names:
+            mine = [t for t in history if str(t["task"]) == name]
+            x = [t["index"] for t in mine]
+            ax.scatter(x, [t["final"] for t in mine], color=colour[name], s=14,
+                       label=f"task {name}" if len(names) <= 10 else None)
+            warm = [(t["index"], t["warmup"]) for t in mine if t["warmup"] is not None]
+            if warm:
+                ax.scatter(*zip(*warm, strict=True), facecolors="none", edgecolors=colour[name], s=14)
+        ax.set_title(f"{run_dir.parent.name}/{run_dir.name}: each task's return at the end of warmup (hollow) "
+                     "and at its end (filled)", fontsize=9)
+        ax.set_xlabel("task, in the order drawn")
+        ax.set_ylabel("mean episode return")
+        ax.grid(alpha=0.3)
+        if len(names) <= 10:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlsh.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", help="run folders, or sweep folders holding them")
-    parser.add_argument("--out", type=Path, default=Path("comparison.png"))
+    parser.add_argument("--out", type=Path, default=None, help="the figure (comparison.png; tasks.png with --tasks)")
     parser.add_argument("--window", type=int, default=20, help="moving-average window in iterations")
+    parser.add_argument("--tasks", action="store_true",
+                        help="instead: each run's task history (every task's warmup and final return, in the order "
+                             "drawn; the figure, and per task its mean in four spans of the run)")
     args = parser.parse_args(argv)
+    if args.tasks:
+        args.out = args.out or Path("tasks.png")
+        try:
+            out = plot_tasks(args.run_dirs, args.out)
+            for run_dir in find_runs(args.run_dirs):
+                print(format_task_table(run_dir, task_table(task_history(run_dir))))
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"error: {err}") from None
+        print(f"wrote {out}")
+        return
+    args.out = args.out or Path("comparison.png")
     try:
         out = plot_runs(args.run_dirs, args.out, args.window)
         table = summary_table(group_runs(find_runs(args.run_dirs)))

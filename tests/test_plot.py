@@ -78,3 +78,28 @@ def test_plot_cli_draws_the_figure_and_writes_the_table(tmp_path, compose):
     assert out.read_bytes()[:4] == b"\x89PNG" and "IQM" in proc.stdout
     table = json.loads(out.with_suffix(".json").read_text())
     assert list(table["groups"].values())[0]["per_seed_mean"] == [5.0, 5.0]
+
+
+def test_task_history_orders_tasks_and_averages_them_per_span(tmp_path, compose):
+    from tests.test_smoke import run
+
+    d = fake_run(tmp_path, compose, "r0", [1.0], [1, 2, 3])
+    # 8 tasks drawn in this order (logged as they finish, out of order): task "x" then "y" alternate, "y"'s
+    # returns fall in the second half; the last "y" ended no episode in its last iteration (final null)
+    tasks = [("x", 10, 20), ("y", 5, 15), ("x", 12, 22), ("y", 6, 16),
+             ("x", 14, 24), ("y", -50, -40), ("x", 16, 26), ("y", -60, None)]
+    rows = [{"global_step": 1000 + 10 * (7 - i), "task/index": i, "task/group": i % 2, "task/task": name,
+             "task/warmup_return": w, "task/final_return": f} for i, (name, w, f) in enumerate(tasks)]
+    with (d / "metrics.jsonl").open("a") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    history = plot.task_history(d)
+    assert [t["index"] for t in history] == list(range(8)) and np.isnan(history[7]["final"])
+    table = plot.task_table(history, parts=2)
+    assert table["x"] == [(2, 11.0, 21.0), (2, 15.0, 25.0)]
+    assert table["y"] == [(2, 5.5, 15.5), (2, -55.0, -40.0)]  # the NaN final is left out of the mean
+    out = tmp_path / "tasks.png"
+    proc = run("-m", "mlsh.plot", "--tasks", str(d), "--out", str(out))
+    assert out.read_bytes()[:4] == b"\x89PNG" and "span 4" in proc.stdout
+    empty = fake_run(tmp_path, compose, "r1", [1.0], [1, 2])
+    with pytest.raises(ValueError, match="finished no task"):
+        plot.plot_tasks([empty], tmp_path / "none.png")
