@@ -219,6 +219,8 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
         _int(cfg, "schedule.n_groups", 1)
     if cfg.schedule.get("stagger", "original") not in STAGGERS:
         raise ConfigError(f"schedule.stagger must be one of {list(STAGGERS)}, got {cfg.schedule.stagger!r}")
+    if cfg.schedule.get("task_order", "iid") not in ("iid", "shuffled"):
+        raise ConfigError(f"schedule.task_order must be 'iid' or 'shuffled', got {cfg.schedule.task_order!r}")
     n_envs = _int(cfg, "schedule.n_envs", 1)
     d = _int(cfg, "schedule.rollout_steps", 1)
     if d % n_envs:

@@ -106,6 +106,21 @@ def sample_task(venv: VecEnv, rng: np.random.Generator) -> Any:
     return venv.get_attr("unwrapped", indices=[0])[0].sample_task(rng)
 
 
+def task_set(venv: VecEnv) -> list:
+    """Every task the env class can draw: ``range(n_tasks)``, or FourRooms' goal cells."""
+    env = venv.get_attr("unwrapped", indices=[0])[0]
+    return list(range(int(env.n_tasks))) if hasattr(env, "n_tasks") else [int(g) for g in env.goals]
+
+
+def shuffled_task(tasks: list, seed: int, index: int) -> Any:
+    """Task number ``index`` of a run with ``schedule.task_order=shuffled``: the tasks dealt as decks, each deck
+    every task once in its own random order, so that any ``len(tasks)`` consecutive numbers of one deck cover
+    every task. A function of the seed and the number alone: every process, and a resumed run, deals alike."""
+    n = len(tasks)
+    order = np.random.default_rng([seed, 2, index // n]).permutation(n)
+    return tasks[int(order[index % n])]
+
+
 def task_rng(seed: int, stream: str, rank: int = 0) -> np.random.Generator:
     """The task stream for training or held-out evaluation: disjoint streams of one seed; process ``rank`` of a
     distributed run draws the tasks of its own groups from its own stream (rank 0: the single-process one)."""

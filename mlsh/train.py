@@ -26,7 +26,16 @@ from tqdm import tqdm
 from mlsh import checkpoint, distributed, faults, media, snapshot
 from mlsh.config import env_spaces, validate
 from mlsh.groups import GroupClock, stagger
-from mlsh.learners import load_obs_stats, make_learner, make_task_env, normalizer, sample_task, task_rng
+from mlsh.learners import (
+    load_obs_stats,
+    make_learner,
+    make_task_env,
+    normalizer,
+    sample_task,
+    shuffled_task,
+    task_rng,
+    task_set,
+)
 from mlsh.runlog import RunLogger, read_metrics
 
 
@@ -305,6 +314,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     venv = make_task_env(cfg, seed=cfg.seed * 1000 + mine[0] * sched.n_envs, n_groups=len(mine))
     learner = make_learner(cfg, venv, mine)
     rng = task_rng(cfg.seed, "train", world.rank)
+    deck = task_set(venv) if sched.get("task_order", "iid") == "shuffled" else None
     check_every = int(cfg.get("distributed", {}).get("check_every", 100))
     per_task = sched.warmup_iters + sched.joint_iters
     # The baselines have no warmup: they update their policy every iteration. Option-critic's warmup trains the
@@ -330,7 +340,10 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
         for c in clocks:
             if c.task_index < 0 or c.it >= per_task:  # no task yet (the first keeps its stagger), or finished
                 c.task_index, c.warmup_return = sampled, None
-                c.task = sample_task(venv, rng) if c.group in mine else None
+                if c.group not in mine:
+                    c.task = None
+                else:
+                    c.task = sample_task(venv, rng) if deck is None else shuffled_task(deck, cfg.seed, sampled)
                 c.it = 0 if c.it >= per_task else c.it
                 sampled += 1
                 if c.group in mine:

@@ -72,6 +72,7 @@ def test_option_critic_warns_when_its_linear_nets_meet_observations_that_are_not
         ("n_subpolicies=two", "n_subpolicies must be an integer >= 1, got 'two'"),
         ("schedule.n_groups=0", "schedule.n_groups must be an integer >= 1, got 0"),
         ("schedule.stagger=random", "schedule.stagger must be one of ['original', 'wrapped'], got 'random'"),
+        ("schedule.task_order=sorted", "schedule.task_order must be 'iid' or 'shuffled', got 'sorted'"),
         ("algo.subpolicy.group_weighting=mean", "algo.subpolicy.group_weighting must be one of ['groups', 'samples']"),
         ("algo.subpolicy.switch_bootstrap=last", "algo.subpolicy.switch_bootstrap must be one of ['next', 'own']"),
         ("algo.subpolicy.min_share=1.5", "algo.subpolicy.min_share must be a number in [0, 1], got 1.5"),

@@ -12,7 +12,16 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from envs.movement_bandits import MovementBanditsEnv
 from mlsh import sb3_adapter
 from mlsh.groups import stagger
-from mlsh.learners import MASTER_STREAM, MLSHLearner, build_ppo, make_task_env, sample_task, task_rng
+from mlsh.learners import (
+    MASTER_STREAM,
+    MLSHLearner,
+    build_ppo,
+    make_task_env,
+    sample_task,
+    shuffled_task,
+    task_rng,
+    task_set,
+)
 from mlsh.master import MasterPolicy
 from mlsh.runlog import read_metrics
 from mlsh.sb3_adapter import VariableRolloutBuffer, capture_logger
@@ -143,6 +152,23 @@ def test_stagger_is_the_originals_formula_and_spreads_the_joint_phases(compose, 
         assert rows[first - 1][f"group{g}/task_index"] == rows[first + 1][f"group{g}/task_index"]  # same task
     assert [r["joint_groups"] for r in rows] == [sum(r[f"group{g}/phase_joint"] for g in range(3)) for r in rows]
     assert all(r["global_step"] == 1200 * (i + 1) for i, r in enumerate(rows))  # one axis: every group's steps
+
+
+def test_shuffled_task_order_deals_every_task_once_per_deck(compose, tmp_path):
+    goals = task_set(make_task_env(compose("env=four_rooms", *TINY), seed=0))
+    assert len(goals) > 2 and len(set(goals)) == len(goals)
+    dealt = [shuffled_task(goals, 5, i) for i in range(3 * len(goals))]
+    decks = [dealt[i:i + len(goals)] for i in range(0, len(dealt), len(goals))]
+    assert all(sorted(d) == sorted(goals) for d in decks) and len({tuple(d) for d in decks}) > 1
+    assert dealt == [shuffled_task(goals, 5, i) for i in range(len(dealt))]  # a function of seed and number
+    assert dealt != [shuffled_task(goals, 6, i) for i in range(len(dealt))]
+    # a run: its task number i is dealt that way, whichever group takes it (MovementBandits: 2 tasks)
+    cfg = compose(*TINY, "schedule.n_groups=3", "schedule.n_tasks=8", "schedule.task_order=shuffled", "seed=4")
+    meta_train(cfg, tmp_path, progress=False)
+    rows = sorted((r for r in read_metrics(tmp_path) if "task/index" in r), key=lambda r: r["task/index"])
+    assert [r["task/index"] for r in rows] == list(range(len(rows))) and len(rows) >= 6
+    assert [r["task/task"] for r in rows] == [shuffled_task([0, 1], 4, r["task/index"]) for r in rows]
+    assert all(rows[i]["task/task"] != rows[i + 1]["task/task"] for i in range(0, len(rows) - 1, 2))
 
 
 def test_subpolicy_update_gets_exactly_the_joint_groups_data(compose, monkeypatch):
