@@ -254,6 +254,17 @@ def format_task_table(run_dir: Path, table: dict, parts: int = 4) -> str:
     return "\n".join(lines)
 
 
+def clip_bottom(values: list[float]) -> float | None:
+    """A lower axis limit that leaves out the few returns far below the rest (a run's first tasks, whose returns
+    would flatten every later one into a line), or None where nothing is that far below."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if len(v) < 20:
+        return None
+    low, high = np.percentile(v, [10, 100])
+    margin = 0.15 * (high - low)
+    return float(low - margin) if v.min() < low - 3 * margin else None
+
+
 def plot_tasks(run_dirs: list[Path], out: Path) -> Path:
     """One panel per run: each finished task's warmup return (hollow) and final return (filled) against the
     order it was drawn in, coloured by task, so that what training on one task does to the others shows."""
@@ -278,8 +289,13 @@ def plot_tasks(run_dirs: list[Path], out: Path) -> Path:
             warm = [(t["index"], t["warmup"]) for t in mine if t["warmup"] is not None]
             if warm:
                 ax.scatter(*zip(*warm, strict=True), facecolors="none", edgecolors=colour[name], s=14)
-        ax.set_title(f"{run_dir.parent.name}/{run_dir.name}: each task's return at the end of warmup (hollow) "
-                     "and at its end (filled)", fontsize=9)
+        title = (f"{run_dir.parent.name}/{run_dir.name}: each task's return at the end of warmup (hollow) and at "
+                 "its end (filled)")
+        bottom = clip_bottom([v for t in history for v in (t["warmup"], t["final"]) if v is not None])
+        if bottom is not None:
+            ax.set_ylim(bottom=bottom)
+            title += f"; below {bottom:.0f} (the first tasks) cut off"
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("task, in the order drawn")
         ax.set_ylabel("mean episode return")
         ax.grid(alpha=0.3)

@@ -97,6 +97,8 @@ def test_task_history_orders_tasks_and_averages_them_per_span(tmp_path, compose)
     table = plot.task_table(history, parts=2)
     assert table["x"] == [(2, 11.0, 21.0), (2, 15.0, 25.0)]
     assert table["y"] == [(2, 5.5, 15.5), (2, -55.0, -40.0)]  # the NaN final is left out of the mean
+    assert plot.clip_bottom([-2000.0, -1500.0] + list(np.linspace(-100, 50, 40))) > -150  # the first two cut off
+    assert plot.clip_bottom(list(np.linspace(-100, 50, 40))) is None and plot.clip_bottom([-2000.0, 1.0]) is None
     out = tmp_path / "tasks.png"
     proc = run("-m", "mlsh.plot", "--tasks", str(d), "--out", str(out))
     assert out.read_bytes()[:4] == b"\x89PNG" and "span 4" in proc.stdout
