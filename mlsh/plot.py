@@ -294,7 +294,7 @@ def plot_tasks(run_dirs: list[Path], out: Path) -> Path:
         bottom = clip_bottom([v for t in history for v in (t["warmup"], t["final"]) if v is not None])
         if bottom is not None:
             ax.set_ylim(bottom=bottom)
-            title += f"; below {bottom:.0f} (the first tasks) cut off"
+            title += f"; returns below {bottom:.0f} not shown"
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("task, in the order drawn")
         ax.set_ylabel("mean episode return")
