@@ -314,7 +314,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     venv = make_task_env(cfg, seed=cfg.seed * 1000 + mine[0] * sched.n_envs, n_groups=len(mine))
     learner = make_learner(cfg, venv, mine)
     rng = task_rng(cfg.seed, "train", world.rank)
-    deck = task_set(venv) if sched.get("task_order", "iid") == "shuffled" else None
+    dealt_from = task_set(venv) if sched.get("task_order", "iid") == "shuffled" else None  # else drawn iid
     check_every = int(cfg.get("distributed", {}).get("check_every", 100))
     per_task = sched.warmup_iters + sched.joint_iters
     # The baselines have no warmup: they update their policy every iteration. Option-critic's warmup trains the
@@ -343,7 +343,8 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                 if c.group not in mine:
                     c.task = None
                 else:
-                    c.task = sample_task(venv, rng) if deck is None else shuffled_task(deck, cfg.seed, sampled)
+                    c.task = (sample_task(venv, rng) if dealt_from is None
+                              else shuffled_task(dealt_from, cfg.seed, sampled))
                 c.it = 0 if c.it >= per_task else c.it
                 sampled += 1
                 if c.group in mine:
