@@ -10,8 +10,10 @@ its 95% stratified-bootstrap interval (rliable), and for every two groups the pr
 the other.
 
 ``--tasks`` (``[--out tasks.png]``) draws instead each run's task history: every finished task's return at the end
-of its warmup and at its end, in the order the tasks were drawn, coloured by task, and prints per task its means in
-four spans of the run. It shows what training on some tasks does to the others (the sub-policies are shared).
+of its warmup and at its end, in the order the tasks were drawn, coloured by task, and below it the sub-policy
+the task's master picked most at its end; it prints per task its means in four spans of the run and how many of
+its tasks ended on each sub-policy. It shows what training on some tasks does to the others (the sub-policies are
+shared) and which sub-policy serves which task.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from mlsh.runlog import read_metrics
 
 REPS = 2000  # bootstrap resamples
+COMMITTED = 0.8  # a master that gives one sub-policy at least this share of its picks has settled on it
 
 
 def _label(run_dir: Path) -> str:
@@ -218,13 +221,46 @@ def plot_runs(run_dirs: list[Path], out: Path, window: int = 20) -> Path:
 
 def task_history(run_dir: Path) -> list[dict]:
     """Every finished task of a run in the order they were drawn: ``index``, ``group``, ``task``, ``warmup``
-    (the mean return of its last warmup iteration, None if it had none) and ``final`` (of its last iteration, NaN
-    where that iteration ended no episode)."""
-    rows = [r for r in read_metrics(run_dir) if "task/index" in r]
+    (the mean return of its last warmup iteration, None if it had none), ``final`` (of its last iteration, NaN
+    where that iteration ended no episode) and ``shares`` (its master's share of each sub-policy's macro steps in
+    its last iteration, None where the run logged none)."""
+    rows = read_metrics(run_dir)
+    shares = last_shares(rows)
     out = [{"index": r["task/index"], "group": r["task/group"], "task": r["task/task"],
             "warmup": r.get("task/warmup_return"),
-            "final": float("nan") if r.get("task/final_return") is None else r["task/final_return"]} for r in rows]
+            "final": float("nan") if r.get("task/final_return") is None else r["task/final_return"],
+            "shares": shares.get(r["task/index"])} for r in rows if "task/index" in r]
     return sorted(out, key=lambda t: t["index"])
+
+
+def last_shares(rows: list[dict]) -> dict[int, list[float]]:
+    """Per task number, the master's share of each sub-policy in the task's last iteration, from the iteration
+    rows: ``task_index`` and ``master/share_sub<k>`` with one group, the same under ``group<g>/`` with several."""
+    out: dict[int, list[float]] = {}
+    for r in rows:
+        for key, index in r.items():
+            if index is None or not (key == "task_index" or (key.startswith("group") and key.endswith("/task_index"))):
+                continue
+            prefix, k, shares = key[:-len("task_index")], 0, []
+            while (share := r.get(f"{prefix}master/share_sub{k}")) is not None:
+                shares.append(float(share))
+                k += 1
+            if shares:
+                out[int(index)] = shares  # rows come in step order: the task's last iteration is its last row
+    return out
+
+
+def pick_table(history: list[dict], parts: int = 4) -> dict[str, list[list[int]]]:
+    """Per task value (as text), in each of ``parts`` spans of the run's tasks (as ``task_table``): how many of
+    its tasks ended with their master picking each sub-policy most (tasks without logged shares left out)."""
+    spans = np.array_split(np.arange(len(history)), parts) if history else []
+    n_subs = max((len(t["shares"]) for t in history if t["shares"]), default=0)
+    table: dict[str, list[list[int]]] = {}
+    for name in sorted({str(t["task"]) for t in history}):
+        table[name] = [np.bincount([int(np.argmax(history[i]["shares"])) for i in span
+                                    if str(history[i]["task"]) == name and history[i]["shares"]],
+                                   minlength=n_subs).tolist() for span in spans]
+    return table
 
 
 def task_table(history: list[dict], parts: int = 4) -> dict[str, list[tuple[int, float, float]]]:
@@ -254,6 +290,14 @@ def format_task_table(run_dir: Path, table: dict, parts: int = 4) -> str:
     return "\n".join(lines)
 
 
+def format_pick_table(table: dict, parts: int = 4) -> str:
+    lines = [f"tasks whose master ended picking sub-policy 0, 1, ... most, in the same {parts} spans",
+             f"{'task':>8} " + " ".join(f"{f'span {i + 1}':>32}" for i in range(parts))]
+    for name, row in table.items():
+        lines.append(f"{name[:8]:>8} " + " ".join(f"{' '.join(str(c) for c in counts):>32}" for counts in row))
+    return "\n".join(lines)
+
+
 def clip_bottom(values: list[float]) -> float | None:
     """A lower axis limit that leaves out the few returns far below the rest (a run's first tasks, whose returns
     would flatten every later one into a line), or None where nothing is that far below."""
@@ -266,22 +310,26 @@ def clip_bottom(values: list[float]) -> float | None:
 
 
 def plot_tasks(run_dirs: list[Path], out: Path) -> Path:
-    """One panel per run: each finished task's warmup return (hollow) and final return (filled) against the
-    order it was drawn in, coloured by task, so that what training on one task does to the others shows."""
+    """Two panels per run, against the order the tasks were drawn in, coloured by task: each finished task's warmup
+    return (hollow) and final return (filled), so that what training on one task does to the others shows; below,
+    the sub-policy its master picked most in its last iteration (filled where that was at least ``COMMITTED`` of
+    its picks), so that which sub-policy serves which task, and when that changes, shows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     runs = find_runs(run_dirs)
-    fig, axes = plt.subplots(len(runs), 1, figsize=(10, 3.2 * len(runs)), squeeze=False)
-    for ax, run_dir in zip(axes[:, 0], runs, strict=True):
+    fig, axes = plt.subplots(2 * len(runs), 1, figsize=(10, 5.0 * len(runs)), squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1] * len(runs)})
+    for n, run_dir in enumerate(runs):
+        ax, picks = axes[2 * n, 0], axes[2 * n + 1, 0]
         history = task_history(run_dir)
         if not history:
             raise ValueError(f"{run_dir} has finished no task yet (no task/index in its metrics.jsonl)")
         names = sorted({str(t["task"]) for t in history})
         colour = {n: f"C{i}" if len(names) <= 10 else "C0" for i, n in enumerate(names)}
-        for name in names:
+        for i, name in enumerate(names):
             mine = [t for t in history if str(t["task"]) == name]
             x = [t["index"] for t in mine]
             ax.scatter(x, [t["final"] for t in mine], color=colour[name], s=14,
@@ -289,6 +337,13 @@ def plot_tasks(run_dirs: list[Path], out: Path) -> Path:
             warm = [(t["index"], t["warmup"]) for t in mine if t["warmup"] is not None]
             if warm:
                 ax.scatter(*zip(*warm, strict=True), facecolors="none", edgecolors=colour[name], s=14)
+            offset = 0.25 * (i - (len(names) - 1) / 2) / max(len(names) - 1, 1)  # tasks side by side in a row
+            for committed in (True, False):
+                chosen = [(t["index"], int(np.argmax(t["shares"])) + offset) for t in mine
+                          if t["shares"] and (max(t["shares"]) >= COMMITTED) == committed]
+                if chosen:
+                    picks.scatter(*zip(*chosen, strict=True), s=14, edgecolors=colour[name],
+                                  facecolors=colour[name] if committed else "none")
         title = (f"{run_dir.parent.name}/{run_dir.name}: each task's return at the end of warmup (hollow) and at "
                  "its end (filled)")
         bottom = clip_bottom([v for t in history for v in (t["warmup"], t["final"]) if v is not None])
@@ -296,9 +351,18 @@ def plot_tasks(run_dirs: list[Path], out: Path) -> Path:
             ax.set_ylim(bottom=bottom)
             title += f"; returns below {bottom:.0f} not shown"
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("task, in the order drawn")
         ax.set_ylabel("mean episode return")
-        ax.grid(alpha=0.3)
+        n_subs = max((len(t["shares"]) for t in history if t["shares"]), default=0)
+        picks.set_title(f"the sub-policy each task's master picked most in its last iteration (filled: at least "
+                        f"{COMMITTED:.0%} of its picks)" if n_subs else "no master shares in this run's metrics",
+                        fontsize=9)
+        picks.set_yticks(range(n_subs))
+        picks.set_ylim(-0.5, max(n_subs, 1) - 0.5)
+        picks.set_ylabel("sub-policy")
+        picks.set_xlabel("task, in the order drawn")
+        for a in (ax, picks):
+            a.set_xlim(-1, max(t["index"] for t in history) + 1)
+            a.grid(alpha=0.3)
         if len(names) <= 10:
             ax.legend(fontsize=8)
     fig.tight_layout()
@@ -314,14 +378,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=20, help="moving-average window in iterations")
     parser.add_argument("--tasks", action="store_true",
                         help="instead: each run's task history (every task's warmup and final return, in the order "
-                             "drawn; the figure, and per task its mean in four spans of the run)")
+                             "drawn, and the sub-policy its master picked most; the figure, and per task its means "
+                             "and picks in four spans of the run)")
     args = parser.parse_args(argv)
     if args.tasks:
         args.out = args.out or Path("tasks.png")
         try:
             out = plot_tasks(args.run_dirs, args.out)
             for run_dir in find_runs(args.run_dirs):
-                print(format_task_table(run_dir, task_table(task_history(run_dir))))
+                history = task_history(run_dir)
+                print(format_task_table(run_dir, task_table(history)))
+                print(format_pick_table(pick_table(history)))
         except (FileNotFoundError, ValueError) as err:
             raise SystemExit(f"error: {err}") from None
         print(f"wrote {out}")

@@ -90,10 +90,25 @@ def test_task_history_orders_tasks_and_averages_them_per_span(tmp_path, compose)
              ("x", 14, 24), ("y", -50, -40), ("x", 16, 26), ("y", -60, None)]
     rows = [{"global_step": 1000 + 10 * (7 - i), "task/index": i, "task/group": i % 2, "task/task": name,
              "task/warmup_return": w, "task/final_return": f} for i, (name, w, f) in enumerate(tasks)]
+    # iteration rows of two groups: each task's master ends on sub-policy 0 for "x" and 1 for "y", except task 5
+    # ("y"), whose last iteration picked 0 most; task 7's iterations logged no shares; an earlier row of task 0
+    # (not its last) picked 1
+    iters = [{"global_step": 900, "group0/task_index": 0, "group0/master/share_sub0": 0.2,
+              "group0/master/share_sub1": 0.8, "group1/task_index": 1, "group1/master/share_sub0": 0.5,
+              "group1/master/share_sub1": 0.5}]
+    for i, (name, _, _) in enumerate(tasks[:7]):
+        first = 0.9 if name == "x" or i == 5 else 0.05
+        iters.append({"global_step": 950 + i, f"group{i % 2}/task_index": i, f"group{i % 2}/master/share_sub0": first,
+                      f"group{i % 2}/master/share_sub1": round(1 - first, 2)})
     with (d / "metrics.jsonl").open("a") as fh:
-        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+        fh.write("".join(json.dumps(r) + "\n" for r in iters + rows))
     history = plot.task_history(d)
     assert [t["index"] for t in history] == list(range(8)) and np.isnan(history[7]["final"])
+    assert history[0]["shares"] == [0.9, 0.1] and history[1]["shares"] == [0.05, 0.95]  # the last row counts
+    assert history[5]["shares"] == [0.9, 0.1] and history[7]["shares"] is None
+    assert plot.pick_table(history, parts=2) == {"x": [[2, 0], [2, 0]], "y": [[0, 2], [1, 0]]}
+    assert plot.last_shares([{"task_index": 3, "master/share_sub0": 0.25, "master/share_sub1": 0.25,
+                              "master/share_sub2": 0.5}]) == {3: [0.25, 0.25, 0.5]}  # one group: plain keys
     table = plot.task_table(history, parts=2)
     assert table["x"] == [(2, 11.0, 21.0), (2, 15.0, 25.0)]
     assert table["y"] == [(2, 5.5, 15.5), (2, -55.0, -40.0)]  # the NaN final is left out of the mean
@@ -102,6 +117,7 @@ def test_task_history_orders_tasks_and_averages_them_per_span(tmp_path, compose)
     out = tmp_path / "tasks.png"
     proc = run("-m", "mlsh.plot", "--tasks", str(d), "--out", str(out))
     assert out.read_bytes()[:4] == b"\x89PNG" and "span 4" in proc.stdout
+    assert "picking sub-policy 0, 1, ... most" in proc.stdout
     empty = fake_run(tmp_path, compose, "r1", [1.0], [1, 2])
     with pytest.raises(ValueError, match="finished no task"):
         plot.plot_tasks([empty], tmp_path / "none.png")
