@@ -18,13 +18,15 @@ conversion for the logs, and the dispatch around ``zero_grad`` and ``clip_grad_n
 Loss, gradient and optimizer step are SB3's: ``loss.backward()`` and ``optimizer.step()``, so every hook on them
 (the cross-process gradient mean of ``mlsh.distributed``, the finiteness check of ``mlsh.faults``) runs as
 before. The update is SB3's to float rounding (``log_softmax`` against ``logits - logsumexp``), and the records
-are the same keys and values (to float rounding). ``target_kl`` (a per-minibatch decision) and ``clip_range_vf``
-fall back to ``PPO.train()`` itself.
+are the same keys and values (to float rounding). ``target_kl`` stops the epochs as SB3 does: at the first
+minibatch whose approximate KL exceeds 1.5 ``target_kl``, before its step (one ``.item()`` per minibatch).
+``clip_range_vf`` falls back to ``PPO.train()`` itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 
 import numpy as np
 import torch as th
@@ -38,7 +40,7 @@ from mlsh.inference import _LOG_SQRT_2PI, _fast, _plan, _run
 
 def supported(model: PPO) -> bool:
     """Whether ``train`` runs its own loop for ``model`` (else it calls ``model.train()``)."""
-    return model.target_kl is None and model.clip_range_vf is None and type(model).train is PPO.train \
+    return model.clip_range_vf is None and type(model).train is PPO.train \
         and isinstance(model.rollout_buffer.observations, np.ndarray)  # not a DictRolloutBuffer
 
 
@@ -110,37 +112,48 @@ def train(model: PPO) -> None:
     data = None
     losses: list[th.Tensor] = []  # per minibatch: policy, value and entropy loss
     log_ratios: list[th.Tensor] = []  # per minibatch: log new/old probability of each sample
+    max_kl = None if model.target_kl is None else 1.5 * model.target_kl
+    last_epoch, stop = 0, False  # where the last epoch's minibatches start in log_ratios; whether KL stopped it
     for _ in range(model.n_epochs):
-        for idx in _indices(buffer, model.batch_size):
-            if data is None:  # the buffer's arrays, flattened by its first get()
-                n = len(buffer.observations)
-                data = [th.tensor(buffer.observations), th.tensor(buffer.actions.reshape(n, -1))]
-                data[1] = data[1].long().flatten() if discrete else data[1]
-                data += [th.tensor(getattr(buffer, name).reshape(n)) for name in ("log_probs", "advantages", "returns")]
-            at = th.from_numpy(idx)
-            obs, actions, old_log_prob, advantages, returns = (d[at] for d in data)
-            values, log_prob, entropy = evaluate(obs, actions)
-            if model.normalize_advantage and len(advantages) > 1:
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            log_ratio = log_prob - old_log_prob
-            ratio = th.exp(log_ratio)
-            clipped = th.clamp(ratio, 1 - clip_range, 1 + clip_range)
-            policy_loss = -th.min(advantages * ratio, advantages * clipped).mean()
-            value_loss = F.mse_loss(returns, values)
-            entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-            if model.ent_coef:
-                loss = policy_loss + model.ent_coef * entropy_loss + model.vf_coef * value_loss
-            else:  # SB3's loss adds 0 * entropy_loss: the same loss and gradients, to the bit
-                loss = policy_loss + model.vf_coef * value_loss
-            with th.no_grad():  # for the records, read once at the end
-                losses.append(th.stack([policy_loss, value_loss, entropy_loss]))
-            log_ratios.append(log_ratio.detach())
-            for p in params:  # the optimizer's zero_grad(), without its profiler scope
-                p.grad = None
-            loss.backward()
-            _clip_grad_norm(params, model.max_grad_norm)
-            policy.optimizer.step()
+        last_epoch = len(log_ratios)
+        with closing(_indices(buffer, model.batch_size)) as minibatches:
+            for idx in minibatches:
+                if data is None:  # the buffer's arrays, flattened by its first get()
+                    n = len(buffer.observations)
+                    data = [th.tensor(buffer.observations), th.tensor(buffer.actions.reshape(n, -1))]
+                    data[1] = data[1].long().flatten() if discrete else data[1]
+                    data += [th.tensor(getattr(buffer, name).reshape(n))
+                             for name in ("log_probs", "advantages", "returns")]
+                at = th.from_numpy(idx)
+                obs, actions, old_log_prob, advantages, returns = (d[at] for d in data)
+                values, log_prob, entropy = evaluate(obs, actions)
+                if model.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                log_ratio = log_prob - old_log_prob
+                ratio = th.exp(log_ratio)
+                clipped = th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -th.min(advantages * ratio, advantages * clipped).mean()
+                value_loss = F.mse_loss(returns, values)
+                entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+                if model.ent_coef:
+                    loss = policy_loss + model.ent_coef * entropy_loss + model.vf_coef * value_loss
+                else:  # SB3's loss adds 0 * entropy_loss: the same loss and gradients, to the bit
+                    loss = policy_loss + model.vf_coef * value_loss
+                with th.no_grad():  # for the records, read once at the end
+                    losses.append(th.stack([policy_loss, value_loss, entropy_loss]))
+                    log_ratios.append(log_ratio.detach())
+                    # SB3's early stop: this minibatch's approximate KL, before its step
+                    stop = max_kl is not None and float(th.mean((ratio - 1) - log_ratio)) > max_kl
+                if stop:
+                    break
+                for p in params:  # the optimizer's zero_grad(), without its profiler scope
+                    p.grad = None
+                loss.backward()
+                _clip_grad_norm(params, model.max_grad_norm)
+                policy.optimizer.step()
         model._n_updates += 1
+        if stop:
+            break
     # SB3 records the mean of the minibatches' values (its approx_kl over the last epoch only)
     pg, value, entropy_l = th.stack(losses).numpy().astype(np.float64).mean(axis=0)
     sizes = np.array([len(r) for r in log_ratios])
@@ -149,11 +162,10 @@ def train(model: PPO) -> None:
     ratio = np.exp(log_ratio)
     clip_fractions = np.add.reduceat((np.abs(ratio - 1) > clip_range).astype(np.float32), starts) / sizes
     approx_kl = np.add.reduceat((ratio - 1) - log_ratio, starts) / sizes
-    last_epoch = len(sizes) // model.n_epochs
     model.logger.record("train/entropy_loss", float(entropy_l))
     model.logger.record("train/policy_gradient_loss", float(pg))
     model.logger.record("train/value_loss", float(value))
-    model.logger.record("train/approx_kl", float(np.mean(approx_kl[-last_epoch:])))
+    model.logger.record("train/approx_kl", float(np.mean(approx_kl[last_epoch:])))
     model.logger.record("train/clip_fraction", float(np.mean(clip_fractions)))
     model.logger.record("train/loss", loss.item())
     model.logger.record("train/explained_variance",

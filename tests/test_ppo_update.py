@@ -113,14 +113,22 @@ def test_other_policies_go_through_their_own_evaluate_actions():
     _assert_same(*_both(make, lambda m, u: m.rollout_buffer.load(**batches[u])))
 
 
-def test_target_kl_falls_back_to_sb3_bit_for_bit():
-    model = _model(MovementBanditsEnv, target_kl=0.001)
-    assert not ppo_update.supported(model)
-    batch = _batch(model, np.random.default_rng(0))
-    ref, mine = _both(model, lambda m, u: m.rollout_buffer.load(**batch), updates=1)
-    assert ref[2] == mine[2] < 3  # stopped early, in both
-    for p, q in zip(ref[1], mine[1], strict=True):
-        assert th.equal(p, q)
+@pytest.mark.parametrize("make", [MovementBanditsEnv, lambda: gym.make("Pendulum-v1")], ids=["categorical", "gaussian"])
+def test_target_kl_stops_where_sb3_stops(make):
+    """SB3 stops at the first minibatch whose approximate KL exceeds 1.5 target_kl, before its step: at the first
+    minibatch (nothing moves), inside the first epoch, in a later one, or never."""
+    stops = []
+    for target_kl in (0.001, 0.02, 0.04, 1.0):
+        model = _model(make, target_kl=target_kl)
+        assert ppo_update.supported(model)
+        batch = _batch(model, np.random.default_rng(0))
+        ref, mine = _both(model, lambda m, u: m.rollout_buffer.load(**batch), updates=1)
+        _assert_same(ref, mine)
+        moved = max(float((p - q.detach()).abs().max())
+                    for p, q in zip(mine[1], model.policy.parameters(), strict=True))
+        stops.append((mine[2], moved > 0))
+    assert stops[0] == (1, False) and stops[-1] == (3, True)  # no step at all; every epoch
+    assert (1, True) in stops or (2, True) in stops  # stopped after some steps
 
 
 def test_the_optimizer_hooks_still_run():
