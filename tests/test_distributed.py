@@ -292,13 +292,13 @@ def test_settings_that_cannot_be_spread_are_refused_up_front(compose, weighting)
     with pytest.raises(ConfigError, match="group_weighting=samples is single-process only"):
         validate(compose("schedule.n_groups=2", f"algo.subpolicy.group_weighting={weighting}"), processes=2)
     with pytest.raises(ConfigError, match="target_kl=0.01 stops PPO's epochs early"):
-        validate(compose("schedule.n_groups=2", "+algo.subpolicy.ppo.target_kl=0.01",
+        validate(compose("schedule.n_groups=2", "algo.subpolicy.ppo.target_kl=0.01",
                          "distributed.subpolicy_update=allreduce"), processes=2)
     # gathered (auto with 2 processes and 2 sub-policies), one process trains each sub-policy: its own early stop
     # keeps nobody waiting; auto with 4 processes all-reduces
-    validate(compose("schedule.n_groups=2", "+algo.subpolicy.ppo.target_kl=0.01"), processes=2)
+    validate(compose("schedule.n_groups=2", "algo.subpolicy.ppo.target_kl=0.01"), processes=2)
     with pytest.raises(ConfigError, match="target_kl=0.01 stops PPO's epochs early"):
-        validate(compose("schedule.n_groups=4", "+algo.subpolicy.ppo.target_kl=0.01"), processes=4)
+        validate(compose("schedule.n_groups=4", "algo.subpolicy.ppo.target_kl=0.01"), processes=4)
     validate(compose("schedule.n_groups=2", f"algo.subpolicy.group_weighting={weighting}"), processes=1)
 
 
