@@ -322,8 +322,8 @@ def plot_tasks(run_dirs: list[Path], out: Path) -> Path:
     runs = find_runs(run_dirs)
     fig, axes = plt.subplots(2 * len(runs), 1, figsize=(10, 5.0 * len(runs)), squeeze=False,
                              gridspec_kw={"height_ratios": [2, 1] * len(runs)})
-    for n, run_dir in enumerate(runs):
-        ax, picks = axes[2 * n, 0], axes[2 * n + 1, 0]
+    for r, run_dir in enumerate(runs):
+        ax, picks = axes[2 * r, 0], axes[2 * r + 1, 0]
         history = task_history(run_dir)
         if not history:
             raise ValueError(f"{run_dir} has finished no task yet (no task/index in its metrics.jsonl)")
