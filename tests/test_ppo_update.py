@@ -122,7 +122,7 @@ def test_target_kl_stops_where_sb3_stops(make):
         model = _model(make, target_kl=target_kl)
         assert ppo_update.supported(model)
         batch = _batch(model, np.random.default_rng(0))
-        ref, mine = _both(model, lambda m, u: m.rollout_buffer.load(**batch), updates=1)
+        ref, mine = _both(model, lambda m, u, batch=batch: m.rollout_buffer.load(**batch), updates=1)
         _assert_same(ref, mine)
         moved = max(float((p - q.detach()).abs().max())
                     for p, q in zip(mine[1], model.policy.parameters(), strict=True))
