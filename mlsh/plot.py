@@ -250,29 +250,31 @@ def last_shares(rows: list[dict]) -> dict[int, list[float]]:
     return out
 
 
-def pick_table(history: list[dict], parts: int = 4) -> dict[str, list[list[int]]]:
-    """Per task value (as text), in each of ``parts`` spans of the run's tasks (as ``task_table``): how many of
-    its tasks ended with their master picking each sub-policy most (tasks without logged shares left out)."""
+def by_span(history: list[dict], parts: int = 4) -> dict[str, list[list[dict]]]:
+    """Per task value (as text), the run's tasks of that value in each of ``parts`` consecutive spans of the run
+    (by draw order)."""
     spans = np.array_split(np.arange(len(history)), parts) if history else []
+    return {name: [[history[i] for i in span if str(history[i]["task"]) == name] for span in spans]
+            for name in sorted({str(t["task"]) for t in history})}
+
+
+def pick_table(history: list[dict], parts: int = 4) -> dict[str, list[list[int]]]:
+    """Per task value (as text), in each of ``parts`` spans of the run's tasks (``by_span``): how many of its tasks
+    ended with their master picking each sub-policy most (tasks without logged shares left out)."""
     n_subs = max((len(t["shares"]) for t in history if t["shares"]), default=0)
-    table: dict[str, list[list[int]]] = {}
-    for name in sorted({str(t["task"]) for t in history}):
-        table[name] = [np.bincount([int(np.argmax(history[i]["shares"])) for i in span
-                                    if str(history[i]["task"]) == name and history[i]["shares"]],
-                                   minlength=n_subs).tolist() for span in spans]
-    return table
+    return {name: [np.bincount([int(np.argmax(t["shares"])) for t in mine if t["shares"]],
+                               minlength=n_subs).tolist() for mine in spans]
+            for name, spans in by_span(history, parts).items()}
 
 
 def task_table(history: list[dict], parts: int = 4) -> dict[str, list[tuple[int, float, float]]]:
-    """Per task value (as text), in each of ``parts`` consecutive spans of the run's tasks (by draw order):
+    """Per task value (as text), in each of ``parts`` consecutive spans of the run's tasks (``by_span``):
     (how many, mean warmup return, mean final return), NaN where the span holds none of it. Where a run turns
     its sub-policies to recent tasks, another task's returns fall after a span without it."""
-    spans = np.array_split(np.arange(len(history)), parts) if history else []
     table: dict[str, list[tuple[int, float, float]]] = {}
-    for name in sorted({str(t["task"]) for t in history}):
+    for name, spans in by_span(history, parts).items():
         row = []
-        for span in spans:
-            mine = [history[i] for i in span if str(history[i]["task"]) == name]
+        for mine in spans:
             warm = [t["warmup"] for t in mine if t["warmup"] is not None]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a span without this task: NaN
