@@ -36,6 +36,27 @@ def test_env_files_set_their_task_groups_and_mlsh_settings(compose):
     assert compose("env=movement_bandits").schedule.n_groups == 1
 
 
+def test_ant_learning_experiment_reaches_the_env_and_the_update(compose):
+    from mlsh.learners import make_task_env
+
+    cfg = compose("experiment=ant_two_walk_learn")
+    validate(cfg)
+    assert cfg.algo.subpolicy.ppo.target_kl == pytest.approx(0.03)
+    assert (cfg.schedule.n_groups, cfg.macro_duration, cfg.schedule.joint_iters) == (4, 200, 40)  # the env file's
+    venv = make_task_env(cfg, seed=0, n_groups=1)
+    try:
+        assert venv.get_attr("reward_type", [0]) == ["progress"]
+        assert venv.get_attr("ctrl_cost_weight", [0]) == [pytest.approx(0.1)]
+    finally:
+        venv.close()
+    default = make_task_env(compose("env=ant_two_walk"), seed=0, n_groups=1)
+    try:  # the env file keeps the paper's reward
+        assert default.get_attr("reward_type", [0]) == ["reference"]
+        assert default.get_attr("ctrl_cost_weight", [0]) == [pytest.approx(0.5)]
+    finally:
+        default.close()
+
+
 @pytest.mark.parametrize("algo", ["shared", "scratch"])
 def test_baseline_configs_compose(compose, algo):
     cfg = compose(f"algo={algo}")
