@@ -284,9 +284,11 @@ def main() -> None:
             last_of_p = i + 1 == len(labels) or best[labels[i + 1]]["procs"] != p
             if p in ceiling and last_of_p:
                 c = ceiling[p]
+                lead = next(label for label in labels if best[label]["procs"] == p)  # the first update listed
+                rate = best[lead]["summary"]["steps_per_second"]
                 print(f"{env:<18} {f'{p} independent':<16} {c['global_step']:>10,} {c['steps_per_second']:>9,.0f} "
                       f"{c['steps_per_second'] / (p * ref):>10.2f}   ({p} single-process runs of {G // p} groups at "
-                      f"once, sharing nothing: P={p} is {s['steps_per_second'] / c['steps_per_second']:.2f} of it)")
+                      f"once, sharing nothing: {lead} is {rate / c['steps_per_second']:.2f} of it)")
                 c = copies[p]
                 print(f"{env:<18} {f'{p} copies of P=1':<16} {c['global_step']:>10,} {c['steps_per_second']:>9,.0f} "
                       f"{c['steps_per_second'] / (p * ref):>10.2f}   (the P=1 run {p} times at once: what the machine "
