@@ -342,3 +342,15 @@ def test_shutdown_joins_the_process_groups_threads(tmp_path):
         threads = json.loads((tmp_path / f"threads_rank{rank}.json").read_text())
         assert any("gloo" in name for name in threads["during"]), threads  # the check sees gloo's threads
         assert not any("gloo" in name for name in threads["after"]), threads
+
+
+def test_scaling_prints_each_repeat_with_its_own_efficiency():
+    """The benchmark's per-repeat line: that repeat's rates (not the best so far), each run of more processes with
+    its efficiency against the same repeat's fewest-process run."""
+    from mlsh.benchmarks.scaling import repeat_line
+
+    line = repeat_line({"P=1": 24000.0, "P=2 gather": 41000.0, "2 independent": 48000.0, "2 copies": 47000.0}, 1)
+    assert line == ("P=1 24,000 steps/s, P=2 gather 41,000 steps/s (0.85), 2 independent 48,000 steps/s (1.00), "
+                    "2 copies 47,000 steps/s (0.98)")
+    assert repeat_line({"P=2": 20000.0, "P=4 allreduce": 36000.0}, 2) == \
+        "P=2 20,000 steps/s, P=4 allreduce 36,000 steps/s (0.90)"

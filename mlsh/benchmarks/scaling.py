@@ -244,6 +244,7 @@ def main() -> None:
         copies: dict[int, dict] = {}
         base = [f"env={env}", *RUNS.get(env, []), *args.set, "schedule.stagger=wrapped"]
         for r in range(args.repeats):
+            this: dict[str, float] = {}  # this repeat's rates
             for p in args.procs:
                 for update in args.updates if p > 1 else [None]:
                     label = f"P={p}" + (f" {update}" if update else "")
@@ -252,18 +253,17 @@ def main() -> None:
                         torchrun(p, ["--worker", tmp, *overrides, *mode])
                         res = json.loads((Path(tmp) / "result.json").read_text())
                     res["procs"] = p
+                    this[label] = res["summary"]["steps_per_second"]
                     if label not in best or res["summary"]["steps_per_second"] > \
                             best[label]["summary"]["steps_per_second"]:
                         best[label] = res
                 if p > 1:
                     for found, groups in ((ceiling, G // p), (copies, G)):
                         alone = independent(p, groups, base, tasks)
+                        this[f"{p} {'independent' if found is ceiling else 'copies'}"] = alone["steps_per_second"]
                         if p not in found or alone["steps_per_second"] > found[p]["steps_per_second"]:
                             found[p] = alone
-            print(f"{env} repeat {r + 1}: " + ", ".join(f"{label} {b['summary']['steps_per_second']:,.0f} steps/s"
-                                                      for label, b in best.items())
-                  + "".join(f", {p} independent {c['steps_per_second']:,.0f}" for p, c in ceiling.items())
-                  + "".join(f", {p} copies {c['steps_per_second']:,.0f}" for p, c in copies.items()), flush=True)
+            print(f"{env} repeat {r + 1}: {repeat_line(this, min(args.procs))}", flush=True)
         tables.append((env, overrides, best, ceiling, copies))
     if args.save:
         Path(args.save).write_text(json.dumps({"G": G, "repeats": args.repeats, "tables": tables}))
@@ -294,6 +294,18 @@ def main() -> None:
                       f"{c['steps_per_second'] / (p * ref):>10.2f}   (the P=1 run {p} times at once: what the machine "
                       f"gives {p} processes)")
     projection(tables, G)
+
+
+def repeat_line(rates: dict[str, float], p0: int) -> str:
+    """One repeat's rates (``"P=2 gather"``, ``"2 independent"``, ... -> steps/s), each of more than ``p0``
+    processes followed by its efficiency against this repeat's ``P=p0`` run."""
+    base = rates.get(f"P={p0}")
+    parts = []
+    for label, rate in rates.items():
+        p = int(label.removeprefix("P=").split()[0])  # "P=2 gather", "2 independent": 2 processes
+        efficiency = f" ({rate * p0 / (p * base):.2f})" if base and p and p != p0 else ""
+        parts.append(f"{label} {rate:,.0f} steps/s{efficiency}")
+    return ", ".join(parts)
 
 
 def per_iteration(result: dict, overrides: list[str], G: int) -> dict[str, float]:
