@@ -164,6 +164,14 @@ def broadcast(obj: Any) -> Any:
     return box[0]
 
 
+def wait_for_main() -> None:
+    """Block until rank 0's process has ended (a collective that it never joins fails when its connections close),
+    or until the process group's timeout."""
+    if _WORLD.active and not _WORLD.main:
+        with contextlib.suppress(PeerLost):
+            broadcast(None)
+
+
 def broadcast_parameters(modules: Iterable[th.nn.Module]) -> None:
     """Every rank gets rank 0's parameters and buffers (one flattened broadcast)."""
     if not _WORLD.active:

@@ -7,6 +7,7 @@ Collection and update live in the learners (``mlsh.learners``); this loop only s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -194,8 +195,11 @@ class _StopSignals:
     """SIGTERM, SIGINT and SIGUSR2 (SLURM's and submitit's preemption and timeout signal) ask the loop to
     checkpoint after the current iteration (``pending`` lists them). Then ``forward`` hands each to the Python
     handler that a launcher had installed for it, SIGUSR2 first (submitit requeues the job on SIGUSR2 and ignores
-    SIGTERM), and training goes on if they all return; a signal without such a handler stops the run. A second
-    SIGINT stops at once (``KeyboardInterrupt``). Signals that were ignored stay ignored. Main thread only."""
+    SIGTERM), and training goes on if they all return; a signal without such a handler stops the run. In a run of
+    several processes rank 0 alone hands the signals over and shares the outcome, so that all stop or go on
+    together (submitit's handler requeues the job from rank 0 and exits there, and does nothing on the other
+    ranks). A second SIGINT stops at once (``KeyboardInterrupt``). Signals that were ignored stay ignored. Main
+    thread only."""
 
     SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, name))
 
@@ -214,14 +218,25 @@ class _StopSignals:
         """After the checkpoint for the signals ``names`` (taken off ``pending``): the signal that stops the run,
         or None when the launchers' handlers let it go on."""
         self.pending = [n for n in self.pending if n not in names]
+        world = distributed.world()
+        if world.active and not world.main:
+            decided, main_ends = distributed.broadcast(None)  # rank 0's decision
+            if main_ends:  # wait for rank 0 to be done (its launcher's handler ends it): a torchrun agent would
+                distributed.wait_for_main()  # otherwise stop rank 0 on this rank's exit, before its logger closed
+            return decided
         for name in sorted(names, key=lambda n: n != "SIGUSR2"):
             previous = self._previous.get(signal.Signals[name])
             if not callable(previous) or previous is signal.default_int_handler:
-                return name
+                return distributed.broadcast((name, False))[0]
             print(f"{name}: checkpoint written; handing over to {getattr(previous, '__qualname__', previous)}",
                   file=sys.stderr, flush=True)
-            previous(signal.Signals[name].value, None)  # submitit: requeue the job and exit
-        return None
+            try:
+                previous(signal.Signals[name].value, None)  # submitit: requeue the job and exit
+            except BaseException:  # the handler ends this process: the others stop with it
+                with contextlib.suppress(distributed.PeerLost):
+                    distributed.broadcast((name, True))
+                raise
+        return distributed.broadcast((None, False))[0]
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():

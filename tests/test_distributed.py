@@ -354,3 +354,42 @@ def test_scaling_prints_each_repeat_with_its_own_efficiency():
                     "2 copies 47,000 steps/s (0.98)")
     assert repeat_line({"P=2": 20000.0, "P=4 allreduce": 36000.0}, 2) == \
         "P=2 20,000 steps/s, P=4 allreduce 36,000 steps/s (0.90)"
+
+
+SUBMITIT_LIKE = '''
+import os, runpy, signal, sys
+rank = int(os.environ["RANK"])
+def handler(signum, frame):  # as submitit's checkpoint_and_try_requeue: rank 0 requeues and exits, others return
+    if rank == 0:
+        print("[launcher] rank 0: job requeued, exiting", file=sys.stderr, flush=True)
+        sys.exit(-1)
+    print(f"[launcher] rank {rank}: not requeuing", file=sys.stderr, flush=True)
+signal.signal(signal.SIGUSR2, handler)
+sys.path.insert(0, os.getcwd())
+sys.argv = ["run.py", *sys.argv[1:]]
+runpy.run_path("run.py", run_name="__main__")
+'''
+
+
+def test_a_launcher_that_requeues_from_rank_0_stops_every_rank_after_the_checkpoint(tmp_path):
+    """SIGUSR2 reaches every process (SLURM's --signal); the launcher's handler requeues the job and exits on rank 0
+    only (submitit's does nothing elsewhere): every rank stops with it, none trains on into a lost peer."""
+    wrapper = tmp_path / "launcher.py"
+    wrapper.write_text(SUBMITIT_LIKE)
+    proc = _start(tmp_path, cmd=torchrun(str(wrapper), *SMALL, "schedule.n_tasks=400", "logger.mode=disabled",
+                                         "progress_bar=false", f"hydra.run.dir={tmp_path / 'run'}"))
+    _wait_for_checkpoints(tmp_path / "run", 2, proc)
+    workers = _workers(proc.pid)
+    assert sorted(workers) == [0, 1]
+    for pid in workers.values():
+        os.kill(pid, signal.SIGUSR2)
+    signalled = time.time()
+    out, err = proc.communicate(timeout=120)
+    assert time.time() - signalled < 60
+    assert "SIGUSR2: checkpoint written; handing over to handler" in err
+    assert "[launcher] rank 0: job requeued, exiting" in err
+    assert "another process of the run is gone" not in err, err[-3000:]
+    assert f"exitcode  : {128 + signal.SIGUSR2.value}" in err  # rank 1 ended as stopped by the signal
+    latest = checkpoint.latest(tmp_path / "run")
+    checkpoint.verify(latest)
+    assert checkpoint.read_state(latest)["tasks_done"] < 400
