@@ -67,6 +67,7 @@ class World:
 
 
 _WORLD = World()
+_TIMEOUT_S = 300.0  # the process group's, for the error that names it
 
 
 def world() -> World:
@@ -92,7 +93,7 @@ def launched() -> tuple[int, int] | None:
 
 def init(timeout_s: float = 300.0, backend: str | None = None) -> World:
     """Join the run's process group when started as several processes; a no-op otherwise (and when joined)."""
-    global _WORLD
+    global _WORLD, _TIMEOUT_S
     where = launched()
     if where is None or dist.is_initialized():
         return _WORLD
@@ -104,6 +105,7 @@ def init(timeout_s: float = 300.0, backend: str | None = None) -> World:
     import torch._dynamo  # noqa: F401
 
     # gloo: the policies live on the CPU (learners.build_ppo); nccl would need them, and every collective, on CUDA
+    _TIMEOUT_S = timeout_s
     dist.init_process_group(backend or "gloo", timeout=timedelta(seconds=timeout_s))
     atexit.register(shutdown)  # the process group's threads joined before the interpreter's teardown
     _WORLD = World(dist.get_rank(), dist.get_world_size())
@@ -125,8 +127,13 @@ def _guard(what: str):
     except PeerLost:
         raise
     except (RuntimeError, dist.DistBackendError) as err:
-        raise PeerLost(f"rank {_WORLD.rank} of {_WORLD.size}: {what} failed, another process of the run is gone "
-                       f"({str(err).splitlines()[0][:200]})") from None
+        said = str(err).splitlines()[0][:200]
+        if "timed out" in said.lower() or "timeout" in said.lower():  # gloo: "Timed out waiting 3000ms for ..."
+            why = (f"no answer within distributed.timeout_s={_TIMEOUT_S:g} s: another process of the run is slow or "
+                   f"stuck (raise distributed.timeout_s if it was busy)")
+        else:
+            why = "another process of the run is gone"
+        raise PeerLost(f"rank {_WORLD.rank} of {_WORLD.size}: {what} failed, {why} ({said})") from None
 
 
 def gather(obj: Any) -> list[Any]:

@@ -393,3 +393,15 @@ def test_a_launcher_that_requeues_from_rank_0_stops_every_rank_after_the_checkpo
     latest = checkpoint.latest(tmp_path / "run")
     checkpoint.verify(latest)
     assert checkpoint.read_state(latest)["tasks_done"] < 400
+
+
+def test_a_collective_that_times_out_is_named_as_such_not_as_a_dead_process():
+    from mlsh import distributed
+
+    with pytest.raises(distributed.PeerLost, match=r"all_gather_object failed, no answer within "
+                                                   r"distributed.timeout_s=300 s: another process of the run is slow"):
+        with distributed._guard("all_gather_object"):
+            raise RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:129] Timed out waiting 3000ms for send operation")
+    with pytest.raises(distributed.PeerLost, match="broadcast failed, another process of the run is gone"):
+        with distributed._guard("broadcast"):
+            raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:26344.")
