@@ -44,12 +44,12 @@ def main(cfg: DictConfig) -> float:
     from pathlib import Path
 
     from mlsh import checkpoint, distributed
-    from mlsh.config import ConfigError, validate
+    from mlsh.config import ConfigError, distributed_timeout, validate
     from mlsh.faults import NonFiniteError
     from mlsh.runlog import write_provenance
     from mlsh.train import meta_train
 
-    world = distributed.init(float(cfg.get("distributed", {}).get("timeout_s", 300)))
+    world = distributed.init(distributed_timeout(cfg))
     hc = HydraConfig.get()
     run_dir = Path(distributed.broadcast(hc.runtime.output_dir))  # rank 0's: the other ranks' Hydra writes nowhere
     multirun = hc.mode.name == "MULTIRUN"

@@ -171,6 +171,17 @@ def _init_from(cfg: DictConfig) -> None:
                           f"{cfg.n_subpolicies}")
 
 
+def _positive_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def distributed_timeout(cfg: DictConfig) -> float:
+    """``distributed.timeout_s`` for joining the process group, which comes before ``validate`` can know the number
+    of processes: a bad value gives the default 300 here, and ``validate`` then names it."""
+    value = (cfg.get("distributed") or {}).get("timeout_s", 300)
+    return float(value) if _positive_number(value) else 300.0
+
+
 def _distributed(cfg: DictConfig, processes: int) -> None:
     node = cfg.get("distributed")
     if node is not None:
@@ -180,7 +191,7 @@ def _distributed(cfg: DictConfig, processes: int) -> None:
                               f"{node.get('subpolicy_update')!r}")
         if not isinstance(node.get("balance_masters", True), bool):
             raise ConfigError(f"distributed.balance_masters must be true or false, got {node.get('balance_masters')!r}")
-        if not (isinstance(node.get("timeout_s"), int | float) and node.timeout_s > 0):
+        if not _positive_number(node.get("timeout_s")):
             raise ConfigError(f"distributed.timeout_s must be a number > 0, got {node.get('timeout_s')!r}")
     if processes == 1:
         return

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from mlsh import distributed
-from mlsh.config import validate
+from mlsh.config import distributed_timeout, validate
 from mlsh.evaluate import load_run_config
 from mlsh.faults import NonFiniteError
 from mlsh.train import meta_train
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.max_minutes is not None:
             cfg.schedule.max_minutes = args.max_minutes
         validate(cfg)  # the raised values too
-        world = distributed.init(float(cfg.get("distributed", {}).get("timeout_s", 300)))
+        world = distributed.init(distributed_timeout(cfg))
         summary = meta_train(cfg, args.run_dir, progress=cfg.progress_bar, resume=True)
     except (FileNotFoundError, ValueError, NonFiniteError, distributed.PeerLost) as err:
         where = distributed.world()

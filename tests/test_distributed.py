@@ -216,6 +216,19 @@ def test_groups_that_do_not_spread_evenly_are_a_config_error(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("value", ["0", "abc"])
+def test_a_bad_timeout_is_a_config_error_before_the_processes_join(tmp_path, value):
+    """The process group is joined before the config is validated: a bad timeout must still end as the config
+    error that names it, with no run folder left, not as a failure inside torch."""
+    proc = run(torchrun("run.py", "schedule=smoke", "schedule.n_groups=2", f"distributed.timeout_s={value}",
+                        "logger.mode=disabled", f"hydra.run.dir={tmp_path / 'run'}"))
+    assert proc.returncode != 0
+    assert f"config error: distributed.timeout_s must be a number > 0, got {value if value == '0' else repr(value)}" \
+        in proc.stderr, proc.stderr[-3000:]
+    assert f'File "{ROOT / "mlsh"}' not in proc.stderr and f'File "{ROOT / "run.py"}' not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def _workers(agent: int) -> dict[int, int]:
     """rank -> pid of the worker processes a torchrun agent started."""
     found = {}
