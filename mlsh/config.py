@@ -204,7 +204,10 @@ def _distributed(cfg: DictConfig, processes: int) -> None:
                           "average the groups' gradients (group_weighting=groups)")
     update = (cfg.get("distributed") or {}).get("subpolicy_update", "auto")
     gathered = update == "gather" or update == "auto" and processes <= int(cfg.get("n_subpolicies", 1))
-    for section in ("algo.policy",) if gathered else ("algo.subpolicy", "algo.policy"):
+    # the updates whose optimizer steps every process takes together: the shared policy's, and the sub-policies'
+    # unless each is trained on one process (gather); scratch's policies are each their own process's
+    together = (["algo.policy"] if cfg.algo.name == "shared" else []) + ([] if gathered else ["algo.subpolicy"])
+    for section in together:
         kl = OmegaConf.select(cfg, section + ".ppo.target_kl")
         if kl is not None:
             raise ConfigError(f"{section}.ppo.target_kl={kl} stops PPO's epochs early on a process's own KL, "

@@ -313,6 +313,10 @@ def test_settings_that_cannot_be_spread_are_refused_up_front(compose, weighting)
     with pytest.raises(ConfigError, match="target_kl=0.01 stops PPO's epochs early"):
         validate(compose("schedule.n_groups=4", "algo.subpolicy.ppo.target_kl=0.01"), processes=4)
     validate(compose("schedule.n_groups=2", f"algo.subpolicy.group_weighting={weighting}"), processes=1)
+    # the shared baseline's one policy steps in every process at once; scratch's policies are each one process's
+    with pytest.raises(ConfigError, match="algo.policy.ppo.target_kl=0.01 stops PPO's epochs early"):
+        validate(compose("algo=shared", "schedule.n_groups=2", "+algo.policy.ppo.target_kl=0.01"), processes=2)
+    validate(compose("algo=scratch", "schedule.n_groups=2", "+algo.policy.ppo.target_kl=0.01"), processes=2)
 
 
 def test_the_submitit_launcher_starts_one_run_over_its_tasks(tmp_path):
