@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -78,18 +79,19 @@ def prune(run_dir: Path, keep_last: int | None) -> None:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoint folders (with state.json), oldest first (by global step)."""
+    """Checkpoint folders, oldest first (by global step). A folder whose state.json is missing or unreadable
+    counts as the newest (a checkpoint is written whole and renamed into place, so such a folder was damaged
+    after): ``latest`` then skips it with a warning naming it, and a resume sets it aside as ``<name>.bad``."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and (p / "state.json").exists()
-             and not p.name.endswith((".tmp", ".old", ".bad"))]
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.endswith((".tmp", ".old", ".bad"))]
 
     def key(p: Path) -> tuple[int, str]:
         try:
-            return int(json.loads((p / "state.json").read_text()).get("global_step", -1)), p.name
-        except (OSError, ValueError):
-            return -1, p.name
+            return int(json.loads((p / "state.json").read_text())["global_step"]), p.name
+        except (OSError, ValueError, KeyError, TypeError):
+            return sys.maxsize, p.name
 
     return sorted(found, key=key)
 

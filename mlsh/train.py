@@ -120,6 +120,22 @@ def _check_same_config(cfg: DictConfig, state: dict[str, Any], ckpt: Path) -> No
                          f"(python -m mlsh.resume), or start the new run in another folder")
 
 
+def _checkpointed(run_dir: Path) -> int:
+    """How many checkpoints ``run_dir``'s metrics.jsonl shows were written, at least: the loop checkpoints the
+    tasks that finish in an iteration before it goes on, so finished tasks at k different steps mean k - 1
+    checkpoints complete (the last one's may have been cut short)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    steps = set()
+    with open(path) as f:
+        for line in f:
+            if '"task/index"' in line:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    steps.add(json.loads(line)["global_step"])
+    return max(len(steps) - 1, 0)
+
+
 def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) -> dict[str, Any] | None:
     """Load the latest good checkpoint into ``learner`` and ``rng``; drop the metrics logged after it.
 
@@ -132,6 +148,11 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) ->
     ckpt = None
     if world.main:
         if not checkpoint.list_checkpoints(run_dir):
+            if _checkpointed(run_dir):
+                raise FileNotFoundError(
+                    f"{run_dir}'s metrics.jsonl shows at least {_checkpointed(run_dir)} checkpoints written, but "
+                    f"{run_dir / 'checkpoints'} holds none: were they moved or deleted? Nothing was changed; put "
+                    f"them back, or start the run over in another folder")
             warnings.warn(f"{run_dir} has no checkpoint yet: starting the run over", stacklevel=3)
             (run_dir / "metrics.jsonl").write_text("")
         else:

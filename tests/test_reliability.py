@@ -172,6 +172,30 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_good_one(compose, tmp_p
     assert wandb_steps_once_written(tmp_path / "cut", expected) == expected
 
 
+def test_a_damaged_state_file_is_set_aside_and_checkpoints_that_are_gone_stop_the_resume(compose, tmp_path):
+    """A newest checkpoint whose state.json is torn is skipped with a warning and kept as .bad, not overwritten;
+    a run folder whose checkpoints were moved away is refused, its metrics untouched, not started over."""
+    cfg = compose(*BASE, "schedule.n_tasks=3", "logger.mode=disabled")
+    meta_train(cfg, tmp_path / "full", progress=False)
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    newest = tmp_path / "cut" / "checkpoints" / "task_00002"
+    (newest / "state.json").write_text((newest / "state.json").read_text()[:100])
+    (newest / "mine.txt").write_text("kept")
+    with pytest.warns(UserWarning, match=r"skipping checkpoint task_00002: .*state.json is missing or corrupt"):
+        assert checkpoint.latest(tmp_path / "cut").name == "task_00001"
+    with pytest.warns(UserWarning, match="skipping checkpoint task_00002"):
+        meta_train(cfg, tmp_path / "cut", progress=False, resume=True)
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+    assert (tmp_path / "cut" / "checkpoints" / "task_00002.bad" / "mine.txt").read_text() == "kept"
+
+    shutil.copytree(tmp_path / "full", tmp_path / "moved")
+    (tmp_path / "moved" / "checkpoints").rename(tmp_path / "elsewhere")
+    metrics = (tmp_path / "moved" / "metrics.jsonl").read_bytes()
+    with pytest.raises(FileNotFoundError, match=r"shows at least 2 checkpoints written, but .*checkpoints holds none"):
+        meta_train(cfg, tmp_path / "moved", progress=False, resume=True)
+    assert (tmp_path / "moved" / "metrics.jsonl").read_bytes() == metrics
+
+
 def test_signals_are_forwarded_to_a_launchers_handlers_sigusr2_first():
     from mlsh.train import _StopSignals
 
