@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mlsh import checkpoint
-from mlsh.config import validate
+from mlsh.config import ConfigError, validate
 from mlsh.learners import freeze_obs_stats, make_learner, make_task_env, sample_task, task_rng
 from mlsh.train import setup_torch
 
@@ -35,8 +37,15 @@ def load_run_config(run_dir: Path) -> DictConfig:
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder: {path} is missing")
-    cfg = OmegaConf.load(path)
-    validate(cfg)
+    try:
+        cfg = OmegaConf.load(path)
+        if not isinstance(cfg, DictConfig) or "env" not in cfg or "algo" not in cfg:
+            raise ValueError("it holds no env and algo")
+        validate(cfg)
+    except ConfigError:
+        raise
+    except (ValueError, yaml.YAMLError, OmegaConfBaseException) as err:
+        raise ValueError(f"{path} is not a readable run config ({str(err).splitlines()[0]})") from None
     return cfg
 
 

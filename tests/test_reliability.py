@@ -509,3 +509,16 @@ def test_a_submitit_job_that_times_out_is_requeued_and_continues_its_run_folder_
     assert len(list((job / "wandb").glob("offline-run-*"))) >= 2  # one W&B run continued by each requeued job
     assert_same_run(tmp_path / "plain", job)
     assert [r["global_step"] for r in wandb_history(job)] == [r["global_step"] for r in read_metrics(job)]
+
+
+@pytest.mark.parametrize("text, why", [("env: [unclosed\n  x: {", "while parsing a flow sequence"),
+                                       ("seed: 0\n", "it holds no env and algo"),
+                                       ("[1, 2]\n", "it holds no env and algo")])
+def test_a_broken_run_config_is_named(tmp_path, text, why):
+    from mlsh.evaluate import load_run_config
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(text)
+    with pytest.raises(ValueError, match=rf"{tmp_path / '.hydra' / 'config.yaml'} is not a readable run config "
+                                         rf"\({why}"):
+        load_run_config(tmp_path)
