@@ -61,8 +61,10 @@ def main(cfg: DictConfig) -> float:
     try:
         validate(cfg, processes=world.size)
     except ConfigError as err:
-        if not resume and world.main:
+        if world.main and not resume:  # what Hydra wrote for this refused start goes
             _remove_hydra_files(run_dir, hc.job.name)
+        elif world.main:  # the run's own config back in .hydra, which Hydra rewrote for this start
+            checkpoint.restore_run_config(run_dir)
         return _fail(f"{name}config error: {err}", multirun)
     if world.main:
         if resume:
@@ -75,6 +77,8 @@ def main(cfg: DictConfig) -> float:
     except distributed.PeerLost as err:
         raise SystemExit(f"{name}error: {err}") from None
     except (NonFiniteError, FileNotFoundError, ValueError) as err:
+        if resume and world.main:  # e.g. refused as another config than the run's: Hydra rewrote .hydra for it
+            checkpoint.restore_run_config(run_dir)
         if world.active:  # the other processes cannot go on without this one
             raise SystemExit(f"{name}error: {err}") from None
         return _fail(f"{name}error: {err}", multirun)

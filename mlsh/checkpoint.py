@@ -66,6 +66,32 @@ def write(folder: Path, fill: Callable[[Path], None], state: dict[str, Any]) -> 
     return folder
 
 
+KEPT_CONFIG = ".hydra.kept"  # a run's own .hydra files, as of its last start that passed the config check
+
+
+def keep_run_config(run_dir: Path) -> None:
+    """Copy ``run_dir/.hydra`` (the config the run goes on with) to ``.hydra.kept``: Hydra rewrites .hydra at
+    every start in the folder, also for a command whose config is then refused."""
+    src, dst = Path(run_dir) / ".hydra", Path(run_dir) / KEPT_CONFIG
+    if not src.is_dir():
+        return
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+def restore_run_config(run_dir: Path) -> bool:
+    """Put the kept .hydra files back (after a start whose config was refused); False when none were kept."""
+    kept = Path(run_dir) / KEPT_CONFIG
+    if not kept.is_dir():
+        return False
+    for f in kept.iterdir():
+        shutil.copy2(f, Path(run_dir) / ".hydra" / f.name)
+    return True
+
+
 def prune(run_dir: Path, keep_last: int | None) -> None:
     """Delete all but the newest ``keep_last`` checkpoints (None: keep all), and leftovers of interrupted writes."""
     root = Path(run_dir) / "checkpoints"

@@ -357,6 +357,8 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     # task's critic and terminations over frozen intra-option policies, as MLSH's the master over frozen sub-policies.
     warmup = sched.warmup_iters if cfg.algo.name in ("mlsh", "option_critic") else 0
     pos = _restore(run_dir, learner, rng, per_task) if resume else None
+    if world.main:  # past the config check: this start's config is the run's (run.py restores it on a refusal)
+        checkpoint.keep_run_config(run_dir)
     if pos is None:
         if cfg.get("init_from"):
             learner.load(checkpoint.resolve(cfg.init_from))

@@ -522,3 +522,19 @@ def test_a_broken_run_config_is_named(tmp_path, text, why):
     with pytest.raises(ValueError, match=rf"{tmp_path / '.hydra' / 'config.yaml'} is not a readable run config "
                                          rf"\({why}"):
         load_run_config(tmp_path)
+
+
+def test_a_command_of_another_config_in_a_run_folder_leaves_the_runs_config_as_it_was(tmp_path):
+    """Hydra rewrites .hydra at every start in a folder; when the run refuses the new config (another K, or a
+    value that fails validation), the run's own config is put back, so it can still be resumed and evaluated."""
+    code, out = finish(start(tmp_path, "schedule.n_tasks=2"))
+    assert code == 0, out[-3000:]
+    config = (tmp_path / ".hydra" / "config.yaml").read_bytes()
+    for bad, said in (("n_subpolicies=3", "holds a run of another config (n_subpolicies: 2 -> 3)"),
+                      ("schedule.warmup_iters=-1", "config error: schedule.warmup_iters")):
+        code, out = finish(start(tmp_path, "schedule.n_tasks=2", bad))
+        assert code != 0 and said in out, out[-3000:]
+        assert (tmp_path / ".hydra" / "config.yaml").read_bytes() == config
+    resume_more = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path), "--n-tasks", "3"], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=300)
+    assert resume_more.returncode == 0 and "tasks_done=3" in resume_more.stdout, resume_more.stderr[-3000:]
