@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from mlsh import distributed
+from mlsh import checkpoint, distributed
 from mlsh.config import distributed_timeout, validate
 from mlsh.evaluate import load_run_config
 from mlsh.faults import NonFiniteError
@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.max_minutes is not None:
             cfg.schedule.max_minutes = args.max_minutes
         validate(cfg)  # the raised values too
+        done = _tasks_done(args.run_dir)
+        if done is not None and done >= cfg.schedule.n_tasks:
+            raise ValueError(f"{args.run_dir} has done {done} tasks, as many as its schedule.n_tasks="
+                             f"{cfg.schedule.n_tasks}: nothing to resume (--n-tasks N, more than {done}, extends it)")
         world = distributed.init(distributed_timeout(cfg))
         summary = meta_train(cfg, args.run_dir, progress=cfg.progress_bar, resume=True)
     except (FileNotFoundError, ValueError, NonFiniteError, distributed.PeerLost) as err:
@@ -47,9 +51,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
     if "stopped_by" in summary:
+        raised = "".join(f" --{flag} {value}" for flag, value in (("n-tasks", args.n_tasks),
+                                                                   ("max-minutes", args.max_minutes))
+                         if value is not None)  # not saved with the run: given again
         print(f"stopped by {summary['stopped_by']}; checkpoint {summary['checkpoint']}; continue with: "
-              f"python -m mlsh.resume {args.run_dir}", file=sys.stderr, flush=True)
+              f"python -m mlsh.resume {args.run_dir}{raised}", file=sys.stderr, flush=True)
         raise SystemExit(128 + signal.Signals[summary["stopped_by"]].value)
+
+
+def _tasks_done(run_dir: Path) -> int | None:
+    """The tasks done at the run's newest checkpoint (None without a readable one: ``meta_train`` says why)."""
+    found = checkpoint.list_checkpoints(run_dir)
+    try:
+        return int(checkpoint.read_state(found[-1])["tasks_done"]) if found else None
+    except (checkpoint.CheckpointError, KeyError, TypeError, ValueError):
+        return None
 
 
 if __name__ == "__main__":
