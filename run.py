@@ -59,7 +59,7 @@ def main(cfg: DictConfig) -> float:
     # a run was started here (a requeued job, or the same hydra.run.dir again): continue it
     resume = distributed.broadcast(bool(checkpoint.list_checkpoints(run_dir)) or (run_dir / "metrics.jsonl").exists())
     try:
-        validate(cfg, processes=world.size)
+        validate(cfg, processes=world.size, started=resume)
     except ConfigError as err:
         if world.main and not resume:  # what Hydra wrote for this refused start goes
             _remove_hydra_files(run_dir, hc.job.name)

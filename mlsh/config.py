@@ -214,8 +214,10 @@ def _distributed(cfg: DictConfig, processes: int) -> None:
                               f"which would leave the other processes waiting: set it to null with several processes")
 
 
-def validate(cfg: DictConfig, processes: int = 1) -> None:
-    """Raise ``ConfigError`` for the first value that cannot work (``processes``: of a distributed run)."""
+def validate(cfg: DictConfig, processes: int = 1, started: bool = False) -> None:
+    """Raise ``ConfigError`` for the first value that cannot work (``processes``: of a distributed run;
+    ``started``: the config of a run that holds its own checkpoints, resumed or evaluated, whose ``init_from`` was
+    read when it began and need not be there any more)."""
     if cfg.env.id not in gym.registry:
         known = sorted(k for k in gym.registry if k.startswith("mlsh/"))
         raise ConfigError(f"env.id: unknown env {cfg.env.id!r}; registered MLSH envs: {known}")
@@ -290,7 +292,7 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
     _batched(cfg)
     _media(cfg)
     _distributed(cfg, processes)
-    if cfg.get("init_from"):
+    if cfg.get("init_from") and not started:
         _init_from(cfg)
     mode = cfg.logger.mode
     if mode not in ("online", "offline", "disabled"):

@@ -41,7 +41,7 @@ def load_run_config(run_dir: Path) -> DictConfig:
         cfg = OmegaConf.load(path)
         if not isinstance(cfg, DictConfig) or "env" not in cfg or "algo" not in cfg:
             raise ValueError("it holds no env and algo")
-        validate(cfg)
+        validate(cfg, started=True)
     except ConfigError:
         raise
     except (ValueError, yaml.YAMLError, OmegaConfBaseException) as err:
@@ -146,7 +146,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
             raise ValueError(f"override {item!r}: the run's config has no {key}")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
     if overrides:
-        validate(cfg)
+        validate(cfg, started=True)
     return cfg
 
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg.schedule.n_tasks = args.n_tasks
         if args.max_minutes is not None:
             cfg.schedule.max_minutes = args.max_minutes
-        validate(cfg)  # the raised values too
+        validate(cfg, started=True)  # the raised values too
         done = _tasks_done(args.run_dir)
         if done is not None and done >= cfg.schedule.n_tasks:
             raise ValueError(f"{args.run_dir} has done {done} tasks, as many as its schedule.n_tasks="

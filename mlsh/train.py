@@ -341,7 +341,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     process keeps every group's clock, gathers the iteration's metrics, returns and signals of all, and so takes
     the same decisions; rank 0 alone logs and writes checkpoints, which hold every process's state."""
     world = distributed.world()
-    validate(cfg, processes=world.size)
+    validate(cfg, processes=world.size, started=resume)
     setup_torch(cfg, world.rank)
     run_dir = Path(run_dir)
     sched = cfg.schedule

@@ -542,3 +542,21 @@ def test_a_command_of_another_config_in_a_run_folder_leaves_the_runs_config_as_i
     resume_more = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path), "--n-tasks", "3"], cwd=ROOT,
                                  capture_output=True, text=True, timeout=300)
     assert resume_more.returncode == 0 and "tasks_done=3" in resume_more.stdout, resume_more.stderr[-3000:]
+
+
+def test_a_transfer_run_resumes_and_evaluates_after_its_source_is_moved(compose, tmp_path):
+    """init_from is read when a run begins; later the run's own checkpoints hold everything it needs."""
+    meta_train(compose(*BASE, "schedule.n_tasks=1", "logger.mode=disabled"), tmp_path / "source", progress=False)
+    code, out = finish(start(tmp_path / "transfer", "schedule.n_tasks=1", f"init_from={tmp_path / 'source'}"))
+    assert code == 0, out[-3000:]
+    (tmp_path / "source").rename(tmp_path / "moved")
+    proc = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path / "transfer"), "--n-tasks", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "tasks_done=2" in proc.stdout, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-m", "mlsh.evaluate", str(tmp_path / "transfer"), "--tasks", "1",
+                           "--updates", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "transfer" / "eval.json").read_text())["run_dir"] == str(tmp_path / "transfer")
+    # a new run still needs its source
+    code, out = finish(start(tmp_path / "again", "schedule.n_tasks=1", f"init_from={tmp_path / 'source'}"))
+    assert code != 0 and f"config error: init_from: no run folder or checkpoint at {tmp_path / 'source'}" in out
