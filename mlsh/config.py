@@ -7,7 +7,7 @@ import warnings
 
 import gymnasium as gym
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import envs  # noqa: F401  (registers mlsh/* envs)
 from mlsh.groups import STAGGERS
@@ -166,6 +166,20 @@ def _init_from(cfg: DictConfig) -> None:
         if here != state["spaces"]:
             raise ConfigError(f"init_from: {ckpt} was trained on env {state['config'].get('env.name')!r} with spaces "
                               f"{state['spaces']}; env={cfg.env.name} has {here}")
+    source = state.get("config", {})
+    if cfg.algo.name != "scratch":  # scratch takes only the observation filter; the others a checkpoint's networks
+        if source.get("algo.name", cfg.algo.name) != cfg.algo.name:
+            raise ConfigError(f"init_from: {ckpt} is of algo={source['algo.name']}, whose networks algo="
+                              f"{cfg.algo.name} cannot start from")
+        for key in sorted(k for k in source if k.startswith("algo.") and k.endswith("net_arch")
+                          and k != "algo.master.net_arch"):  # the masters start fresh for every task
+            here = OmegaConf.select(cfg, key)
+            here = OmegaConf.to_container(here) if isinstance(here, ListConfig) else here
+            if here != source[key]:
+                raise ConfigError(f"init_from: {ckpt} has {key}={source[key]}, this run asks for {here}")
+    if cfg.env.get("normalize_obs", False) and source.get("env.normalize_obs") is False:
+        raise ConfigError(f"init_from: {ckpt} has no observation filter (its run had env.normalize_obs=false), "
+                          f"this run asks for env.normalize_obs=true")
     if cfg.algo.name == "mlsh" and k is not None and int(k) != int(cfg.n_subpolicies):
         raise ConfigError(f"init_from: {ckpt} has {k} sub-policies, this run asks for n_subpolicies="
                           f"{cfg.n_subpolicies}")

@@ -3,6 +3,7 @@ bad input (issue 10). Subprocess runs are the real thing: a process killed at a 
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -560,3 +561,15 @@ def test_a_transfer_run_resumes_and_evaluates_after_its_source_is_moved(compose,
     # a new run still needs its source
     code, out = finish(start(tmp_path / "again", "schedule.n_tasks=1", f"init_from={tmp_path / 'source'}"))
     assert code != 0 and f"config error: init_from: no run folder or checkpoint at {tmp_path / 'source'}" in out
+
+
+@pytest.mark.parametrize("override, message", [
+    ("algo.subpolicy.net_arch=[32,32]", "has algo.subpolicy.net_arch=[64, 64], this run asks for [32, 32]"),
+    ("algo=shared", "is of algo=mlsh, whose networks algo=shared cannot start from"),
+    ("env.normalize_obs=true", "has no observation filter (its run had env.normalize_obs=false)"),
+])
+def test_an_init_from_that_cannot_fit_is_refused_before_any_work(compose, tmp_path, override, message):
+    meta_train(compose(*BASE, "schedule.n_tasks=1", "logger.mode=disabled"), tmp_path / "source", progress=False)
+    validate(compose(*BASE, f"init_from={tmp_path / 'source'}", "algo.master.net_arch=[32]"))  # masters start fresh
+    with pytest.raises(ConfigError, match=re.escape(f"init_from: {tmp_path / 'source'}") + ".*" + re.escape(message)):
+        validate(compose(*BASE, f"init_from={tmp_path / 'source'}", override))
