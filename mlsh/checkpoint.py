@@ -125,9 +125,11 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def verify(folder: Path) -> None:
     """Raise ``CheckpointError`` naming the first file that is missing or differs from the manifest."""
     folder = Path(folder)
-    read_state(folder)
+    state = read_state(folder)
     path = folder / MANIFEST
     if not path.exists():
+        if "config" in state:  # written since manifests were (the same change saved the config with the state)
+            raise CheckpointError(f"{path} is missing: without it the checkpoint's files cannot be checked")
         return  # a checkpoint from before manifests: complete by construction (atomic rename)
     try:
         manifest = json.loads(path.read_text())

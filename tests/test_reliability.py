@@ -189,6 +189,11 @@ def test_a_damaged_state_file_is_set_aside_and_checkpoints_that_are_gone_stop_th
     assert_same_run(tmp_path / "full", tmp_path / "cut")
     assert (tmp_path / "cut" / "checkpoints" / "task_00002.bad" / "mine.txt").read_text() == "kept"
 
+    shutil.copytree(tmp_path / "full", tmp_path / "unchecked")  # a manifest deleted: the files cannot be checked
+    (tmp_path / "unchecked" / "checkpoints" / "task_00002" / "manifest.json").unlink()
+    with pytest.warns(UserWarning, match=r"skipping checkpoint task_00002: .*manifest.json is missing"):
+        assert checkpoint.latest(tmp_path / "unchecked").name == "task_00001"
+
     shutil.copytree(tmp_path / "full", tmp_path / "moved")
     (tmp_path / "moved" / "checkpoints").rename(tmp_path / "elsewhere")
     metrics = (tmp_path / "moved" / "metrics.jsonl").read_bytes()
