@@ -148,9 +148,10 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) ->
     ckpt = None
     if world.main:
         if not checkpoint.list_checkpoints(run_dir):
-            if _checkpointed(run_dir):
+            written = _checkpointed(run_dir)
+            if written:
                 raise FileNotFoundError(
-                    f"{run_dir}'s metrics.jsonl shows at least {_checkpointed(run_dir)} checkpoints written, but "
+                    f"{run_dir}'s metrics.jsonl shows at least {written} checkpoints written, but "
                     f"{run_dir / 'checkpoints'} holds none: were they moved or deleted? Nothing was changed; put "
                     f"them back, or start the run over in another folder")
             warnings.warn(f"{run_dir} has no checkpoint yet: starting the run over", stacklevel=3)

@@ -525,8 +525,8 @@ def test_a_broken_run_config_is_named(tmp_path, text, why):
 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text(text)
-    with pytest.raises(ValueError, match=rf"{tmp_path / '.hydra' / 'config.yaml'} is not a readable run config "
-                                         rf"\({why}"):
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / '.hydra' / 'config.yaml'} is not a readable run "
+                                                   f"config ({why}")):
         load_run_config(tmp_path)
 
 
