@@ -307,5 +307,9 @@ def test_renders_rgb_frame(cls):
 # -- MLSH smoke run ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", [e[3] for e in ENVS])
 def test_mlsh_smoke_run(name, tmp_path):
-    iters = smoke_iterations(tmp_path / "run", f"env={name}", "schedule.rollout_steps=400")
+    # the end-of-run video capped at 100 steps: a whole episode (1000-2000 steps) costs 15-20 s of rendering
+    iters = smoke_iterations(tmp_path / "run", f"env={name}", "schedule.rollout_steps=400", "media.video_steps=100")
     assert [r["global_step"] for r in iters] == [400, 800, 1200, 1600]  # 2 tasks x (1 warmup + 1 joint)
+    from PIL import Image
+
+    assert Image.open(tmp_path / "run" / "video.gif").n_frames == 20  # a frame every 5 steps (the env file's)
