@@ -523,10 +523,10 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                     break
                 if done < sched.n_tasks:
                     start_tasks()
-        if world.main and stopped_by is None and cfg.get("media", {}).get("video", False):
-            # the last maps too, unless the last checkpoint just drew them
-            draw_media(cfg, learner, clocks, run_dir, logger, step, done, maps=bool(maps_every) and maps_at != done,
-                       video=True)
+        # the last maps, unless the last checkpoint just drew them, and the video
+        final_maps, video = bool(maps_every) and maps_at != done, bool(cfg.get("media", {}).get("video", False))
+        if world.main and stopped_by is None and (final_maps or video):
+            draw_media(cfg, learner, clocks, run_dir, logger, step, done, maps=final_maps, video=video)
         exit_code = 0
     finally:
         bar.close()

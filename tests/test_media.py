@@ -177,3 +177,13 @@ def test_drawing_maps_at_every_checkpoint_does_not_change_the_run(tmp_path):
         a = load_from_zip_file(checkpoint.latest(tmp_path / "drawn") / f"sub{k}.zip")[1]["policy"]
         b = load_from_zip_file(checkpoint.latest(tmp_path / "plain") / f"sub{k}.zip")[1]["policy"]
         assert all(th.equal(a[n], b[n]) for n in a)
+
+
+def test_the_last_maps_are_drawn_at_the_end_also_without_a_video(tmp_path):
+    from tests.helpers import smoke_iterations
+
+    smoke_iterations(tmp_path / "run", "schedule.n_tasks=4", "media.maps_every=2", "media.video=false")
+    maps = sorted(p.name for p in (tmp_path / "run" / "maps").iterdir())
+    # the first checkpoint (400 steps), two tasks later (1200), and the end (1600)
+    assert maps == [f"subpolicies_step{s:011d}.png" for s in (400, 1200, 1600)]
+    assert not (tmp_path / "run" / "video.gif").exists()
