@@ -60,11 +60,13 @@ def main(cfg: DictConfig) -> float:
     resume = distributed.broadcast(bool(checkpoint.list_checkpoints(run_dir)) or (run_dir / "metrics.jsonl").exists())
     try:
         validate(cfg, processes=world.size, started=resume)
-    except ConfigError as err:
+    except BaseException as err:  # a ConfigError, or a check that itself failed: nothing of this start stays
         if world.main and not resume:  # what Hydra wrote for this refused start goes
             _remove_hydra_files(run_dir, hc.job.name)
         elif world.main:  # the run's own config back in .hydra, which Hydra rewrote for this start
             checkpoint.restore_run_config(run_dir)
+        if not isinstance(err, ConfigError):
+            raise
         return _fail(f"{name}config error: {err}", multirun)
     if world.main:
         if resume:
@@ -74,11 +76,15 @@ def main(cfg: DictConfig) -> float:
     group = distributed.broadcast(Path(hc.sweep.dir).name) if multirun else None
     try:
         summary = meta_train(cfg, run_dir, group=group, progress=cfg.progress_bar, resume=resume)
-    except distributed.PeerLost as err:
-        raise SystemExit(f"{name}error: {err}") from None
-    except (NonFiniteError, FileNotFoundError, ValueError) as err:
-        if resume and world.main:  # e.g. refused as another config than the run's: Hydra rewrote .hydra for it
+    except BaseException as err:
+        # e.g. refused as another config than the run's: Hydra rewrote .hydra for this start. (Once meta_train has
+        # accepted a start it keeps that config, so putting the kept one back changes nothing then.)
+        if resume and world.main:
             checkpoint.restore_run_config(run_dir)
+        if isinstance(err, distributed.PeerLost):
+            raise SystemExit(f"{name}error: {err}") from None
+        if not isinstance(err, NonFiniteError | FileNotFoundError | ValueError):
+            raise
         if world.active:  # the other processes cannot go on without this one
             raise SystemExit(f"{name}error: {err}") from None
         return _fail(f"{name}error: {err}", multirun)

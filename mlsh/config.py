@@ -50,6 +50,7 @@ def _ppo(cfg: DictConfig, key: str) -> None:
         value = ppo.get(name, 0.0)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{key}.{name} must be a number >= 0, got {value!r}")
+    _optional_number(cfg, f"{key}.target_kl", 0.0, low_open=True)
 
 
 def _number(cfg: DictConfig, key: str, low: float, high: float, low_open: bool = False) -> float:
@@ -59,6 +60,33 @@ def _number(cfg: DictConfig, key: str, low: float, high: float, low_open: bool =
         bounds = f"{'(' if low_open else '['}{low}, {high}]"
         raise ConfigError(f"{key} must be a number in {bounds}, got {value!r}")
     return float(value)
+
+
+def _optional_number(cfg: DictConfig, key: str, low: float = -float("inf"), low_open: bool = False) -> None:
+    """``key`` is null (or absent), or a number above ``low`` (or at it, unless ``low_open``)."""
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and (value > low if low_open else value >= low)
+    if not ok:
+        bound = "" if low == -float("inf") else f" {'>' if low_open else '>='} {low:g}"
+        raise ConfigError(f"{key} must be a number{bound} or null, got {value!r}")
+
+
+def _bool(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def _arch(cfg: DictConfig, key: str) -> None:
+    """A network's hidden layers: a list of widths >= 1 ([]: no hidden layer)."""
+    arch = OmegaConf.select(cfg, key)
+    if arch is None:
+        return
+    if not isinstance(arch, ListConfig | list) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in arch):
+        raise ConfigError(f"{key} must be a list of layer widths >= 1 (e.g. [64, 64]; [] for none), got {arch!r}")
 
 
 def _option_critic(cfg: DictConfig, processes: int) -> None:
@@ -240,6 +268,9 @@ def validate(cfg: DictConfig, processes: int = 1, started: bool = False) -> None
     _int(cfg, "n_subpolicies", 1)
     n = _int(cfg, "macro_duration", 1)
     _int(cfg, "seed", 0)
+    if cfg.get("torch_threads") is not None:
+        _int(cfg, "torch_threads", 1)
+    _bool(cfg, "progress_bar")
     _int(cfg, "schedule.n_tasks", 1)
     w = _int(cfg, "schedule.warmup_iters", 0)
     u = _int(cfg, "schedule.joint_iters", 0)
@@ -261,19 +292,20 @@ def validate(cfg: DictConfig, processes: int = 1, started: bool = False) -> None
             f"macro_duration ({n}); allowed: rollout_steps = n_envs * macro_duration * m for an integer m >= 1"
         )
     episode = cfg.env.get("episode_steps")
+    if episode is not None:
+        _int(cfg, "env.episode_steps", 1)
+    _bool(cfg, "env.normalize_obs")
     if episode is not None and episode % n:
         raise ConfigError(
             f"env.episode_steps ({episode}) must be a multiple of macro_duration ({n}) so that episodes end on "
             f"macro boundaries, as in the original"
         )
-    if cfg.schedule.get("max_minutes") is not None and not cfg.schedule.max_minutes > 0:
-        raise ConfigError(f"schedule.max_minutes must be > 0 or null, got {cfg.schedule.max_minutes!r}")
+    _optional_number(cfg, "schedule.max_minutes", 0.0, low_open=True)
+    _optional_number(cfg, "schedule.target_return")
     if cfg.schedule.get("target_return") is not None:
         _int(cfg, "schedule.target_window", 1)
     if cfg.algo.name == "mlsh":
-        p = cfg.algo.master.random_pick_prob
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"algo.master.random_pick_prob must be in [0, 1], got {p!r}")
+        _number(cfg, "algo.master.random_pick_prob", 0.0, 1.0)
         weighting = cfg.algo.subpolicy.get("group_weighting", "groups")
         if weighting not in GROUP_WEIGHTINGS:
             raise ConfigError(f"algo.subpolicy.group_weighting must be one of {list(GROUP_WEIGHTINGS)}, "
@@ -300,6 +332,8 @@ def validate(cfg: DictConfig, processes: int = 1, started: bool = False) -> None
         node = OmegaConf.select(cfg, section)
         if node is not None and "ppo" in node:
             _ppo(cfg, section + ".ppo")
+        if node is not None and "net_arch" in node:
+            _arch(cfg, section + ".net_arch")
     _env_kwargs(cfg)
     if cfg.algo.name == "option_critic":
         _option_critic(cfg, processes)

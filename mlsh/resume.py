@@ -15,10 +15,13 @@ import signal
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from mlsh import checkpoint, distributed
 from mlsh.config import distributed_timeout, validate
 from mlsh.evaluate import load_run_config
 from mlsh.faults import NonFiniteError
+from mlsh.runlog import read_metrics
 from mlsh.train import meta_train
 
 
@@ -36,10 +39,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.max_minutes is not None:
             cfg.schedule.max_minutes = args.max_minutes
         validate(cfg, started=True)  # the raised values too
-        done = _tasks_done(args.run_dir)
-        if done is not None and done >= cfg.schedule.n_tasks:
-            raise ValueError(f"{args.run_dir} has done {done} tasks, as many as its schedule.n_tasks="
-                             f"{cfg.schedule.n_tasks}: nothing to resume (--n-tasks N, more than {done}, extends it)")
+        ended = _ended(args.run_dir, cfg)
+        if ended is not None:
+            raise ValueError(f"{args.run_dir} {ended}")
         world = distributed.init(distributed_timeout(cfg))
         summary = meta_train(cfg, args.run_dir, progress=cfg.progress_bar, resume=True)
     except (FileNotFoundError, ValueError, NonFiniteError, distributed.PeerLost) as err:
@@ -59,13 +61,38 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(128 + signal.Signals[summary["stopped_by"]].value)
 
 
-def _tasks_done(run_dir: Path) -> int | None:
-    """The tasks done at the run's newest checkpoint (None without a readable one: ``meta_train`` says why)."""
+def _ended(run_dir: Path, cfg) -> str | None:
+    """Why the run ended at its newest checkpoint, if it did there: the tests ``meta_train`` makes after a finished
+    task (tasks done, minutes, target return), on the run's config with the raised values. None when it did not,
+    or without a readable checkpoint (``meta_train`` says why)."""
     found = checkpoint.list_checkpoints(run_dir)
+    if not found or found[-1].name.startswith("stop_"):  # stopped by a signal within a task: that task goes on
+        return None
     try:
-        return int(checkpoint.read_state(found[-1])["tasks_done"]) if found else None
+        state = checkpoint.read_state(found[-1])
+        done, step = int(state["tasks_done"]), int(state["global_step"])
     except (checkpoint.CheckpointError, KeyError, TypeError, ValueError):
         return None
+    sched = cfg.schedule
+    if done >= sched.n_tasks:
+        return (f"has done {done} tasks, as many as its schedule.n_tasks={sched.n_tasks}: nothing to resume "
+                f"(--n-tasks N, more than {done}, extends it)")
+    rows = [r for r in read_metrics(run_dir) if r["global_step"] <= step]
+    now = [r["time_minutes"] for r in rows if r["global_step"] == step and "time_minutes" in r]
+    if sched.get("max_minutes") and now and now[-1] > sched.max_minutes:
+        return (f"has run {now[-1]:.1f} minutes, more than its schedule.max_minutes={sched.max_minutes:g}: nothing "
+                f"to resume (--max-minutes M, more than {now[-1]:.1f}, extends it)")
+    target, window = sched.get("target_return"), sched.get("target_window", 20)
+    if target is not None:
+        warmup = sched.warmup_iters if cfg.algo.name in ("mlsh", "option_critic") else 0
+        key = "task/warmup_return" if warmup > 0 else "task/final_return"
+        # as meta_train counts them: a task without a warmup return is left out, a final return of null is NaN
+        returns = [np.nan if r[key] is None else r[key] for r in rows
+                   if key in r and not (r[key] is None and warmup > 0)]
+        if len(returns) >= window and np.mean(returns[-window:]) >= target:
+            return (f"reached its schedule.target_return={target:g} (mean {key} of the last {window} tasks "
+                    f"{np.mean(returns[-window:]):.4g}): nothing to resume")
+    return None
 
 
 if __name__ == "__main__":

@@ -438,12 +438,28 @@ def test_resume_raises_a_time_budget_that_stopped_the_run(tmp_path):
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["task_00000"]  # the budget ended it
     bad = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path), "--max-minutes", "0"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "schedule.max_minutes must be > 0" in bad.stderr
+    assert bad.returncode != 0 and "schedule.max_minutes must be a number > 0" in bad.stderr
+    spent = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)  # the same budget: said, not one more task
+    assert spent.returncode != 0 and "more than its schedule.max_minutes=0.0001: nothing to resume (--max-minutes" \
+        in spent.stderr, spent.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["task_00000"]
     proc = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path), "--max-minutes", "30", "--n-tasks",
                            "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tasks_done=3" in proc.stdout
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir())[-1] == "task_00002"
+
+
+def test_resume_of_a_run_that_reached_its_target_return_says_so(tmp_path):
+    code, out = finish(start(tmp_path, "schedule.target_return=-1000", "schedule.target_window=1"))
+    assert code == 0, out[-3000:]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["task_00000"]  # the target ended it
+    proc = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "reached its schedule.target_return=-1000 (mean task/warmup_return of the last 1 tasks" in proc.stderr
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["task_00000"]
 
 
 def test_resume_refuses_a_run_folder_of_another_config(compose, tmp_path):
@@ -537,7 +553,8 @@ def test_a_command_of_another_config_in_a_run_folder_leaves_the_runs_config_as_i
     assert code == 0, out[-3000:]
     config = (tmp_path / ".hydra" / "config.yaml").read_bytes()
     for bad, said in (("n_subpolicies=3", "holds a run of another config (n_subpolicies: 2 -> 3)"),
-                      ("schedule.warmup_iters=-1", "config error: schedule.warmup_iters")):
+                      ("schedule.warmup_iters=-1", "config error: schedule.warmup_iters"),
+                      ("schedule.max_minutes=abc", "config error: schedule.max_minutes must be a number")):
         code, out = finish(start(tmp_path, "schedule.n_tasks=2", bad))
         assert code != 0 and said in out, out[-3000:]
         assert (tmp_path / ".hydra" / "config.yaml").read_bytes() == config
