@@ -32,11 +32,15 @@ def _remove_hydra_files(run_dir, job_name: str) -> None:
         pass  # it holds other files: leave them
 
 
+class JobFailed(Exception):
+    """A job of a multirun that failed: Hydra records it and runs the sweep's other jobs, then exits non-zero."""
+
+
 def _fail(message: str, multirun: bool) -> float:
     if not multirun:
         raise SystemExit(message)
-    print(message, file=sys.stderr, flush=True)  # this job fails alone; the sweep goes on
-    return float("nan")
+    print(message, file=sys.stderr, flush=True)
+    raise JobFailed(message) from None  # not SystemExit, which would end the whole sweep here
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -500,8 +500,10 @@ def test_a_config_error_leaves_no_run_folder_and_a_bad_sweep_job_fails_alone(tmp
                            "progress_bar=false", "algo.subpolicy.ppo.learning_rate=0.001,-1,0.002",
                            f"hydra.sweep.dir={tmp_path / 's'}"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the others run, and the sweep's exit code says that one failed
+    assert proc.returncode == 1, proc.stderr[-3000:]
     assert "job 1 (algo.subpolicy.ppo.learning_rate=-1,schedule=smoke): config error" in proc.stderr
+    assert "JobFailed: job 1 (algo.subpolicy.ppo.learning_rate=-1" in proc.stderr.splitlines()[-3]
     done = sorted(p.name for p in (tmp_path / "s").iterdir() if (p / "metrics.jsonl").exists())
     assert done == ["0_algo.subpolicy.ppo.learning_rate=0.001,schedule=smoke",
                     "2_algo.subpolicy.ppo.learning_rate=0.002,schedule=smoke"]
