@@ -344,4 +344,5 @@ def validate(cfg: DictConfig, processes: int = 1, started: bool = False) -> None
         _init_from(cfg)
     mode = cfg.logger.mode
     if mode not in ("online", "offline", "disabled"):
-        raise ConfigError(f"logger.mode must be one of ['online', 'offline', 'disabled'], got {mode!r}")
+        raise ConfigError(f"logger.mode must be one of ['online', 'offline', 'disabled'], got {mode!r} (its default "
+                          f"is the WANDB_MODE environment variable, else offline)")

@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_intermixed_args(argv)  # run_dir, options, then overrides
     if args.tasks < 1 or args.updates < 0:
         parser.error("--tasks must be >= 1 and --updates >= 0")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        parser.error(f"--seed must be in [0, 2**32 - 1], got {args.seed}")
     if not args.name or Path(args.name).name != args.name:
         parser.error(f"--name must be a file name without a folder, got {args.name!r}")
     if args.overrides and args.name == "eval":

@@ -90,16 +90,27 @@ def run_media(run_dir: Path, size: int, steps: int | None) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlsh.gallery", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "envs" / "gallery", help="folder for the stills")
-    parser.add_argument("--video-out", type=Path, default=ROOT / "outputs" / "gallery", help="folder for the GIF")
+    parser.add_argument("--out", type=Path, default=ROOT / "envs" / "gallery",
+                        help="folder for the stills (default: envs/gallery, the README's pictures)")
+    parser.add_argument("--video-out", type=Path, default=ROOT / "outputs" / "gallery",
+                        help="folder for the GIF (default: outputs/gallery)")
     parser.add_argument("--size", type=int, default=240, help="picture width and height in pixels")
     parser.add_argument("--run", type=Path, default=None,
                         help="a run folder: write its maps and its episode video into it (as training does), only")
-    parser.add_argument("--video-env", default="mlsh/MovementBandits-v0", help="env of the GIF without --run")
+    parser.add_argument("--video-env", default="mlsh/MovementBandits-v0",
+                        help=f"env of the GIF without --run (default: mlsh/MovementBandits-v0; one of {list(ENVS)})")
     parser.add_argument("--steps", type=int, default=None, help="at most this many steps in the GIF (default: "
                         "an episode, 200 steps for random actions)")
     parser.add_argument("--only", default="", help="only envs whose id contains this")
     args = parser.parse_args(argv)
+    if args.size < 32:
+        parser.error(f"--size must be at least 32 pixels, got {args.size}")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    if args.run is None and args.video_env not in ENVS:
+        parser.error(f"--video-env must be one of {list(ENVS)}, got {args.video_env!r}")
+    if args.run is None and not any(args.only in env_id for env_id in ENVS):
+        parser.error(f"--only {args.only!r} matches none of {list(ENVS)}")
     if args.run is not None:
         try:
             for path in run_media(args.run, args.size, args.steps):

@@ -288,6 +288,10 @@ def torso_paths(h: Hierarchy, episodes: int = 2, max_steps: int | None = None, t
                 seed: int = 0) -> dict[int, list[np.ndarray]]:
     """Each sub-policy acting alone from the env's start: the root's (x, y) after every step, per episode."""
     env = h.make_env()
+    if not hasattr(env.unwrapped, "data"):
+        env.close()
+        raise ValueError(f"root paths need a MuJoCo env (ant or humanoid), whose body has a position; "
+                         f"env={h.cfg.env.name} has none")
     out: dict[int, list[np.ndarray]] = {}
     with private_rng(seed):
         for k, sub in enumerate(h.subs):

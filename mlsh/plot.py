@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
                              "drawn, and the sub-policy its master picked most; the figure, and per task its means "
                              "and picks in four spans of the run)")
     args = parser.parse_args(argv)
+    if args.window < 1:
+        parser.error(f"--window must be >= 1 iteration, got {args.window}")
     if args.tasks:
         args.out = args.out or Path("tasks.png")
         try:

@@ -75,7 +75,7 @@ def _ended(run_dir: Path, cfg) -> str | None:
         return None
     sched = cfg.schedule
     if done >= sched.n_tasks:
-        return (f"has done {done} tasks, as many as its schedule.n_tasks={sched.n_tasks}: nothing to resume "
+        return (f"has done {done} tasks, its schedule.n_tasks is {sched.n_tasks}: nothing to resume "
                 f"(--n-tasks N, more than {done}, extends it)")
     rows = [r for r in read_metrics(run_dir) if r["global_step"] <= step]
     now = [r["time_minutes"] for r in rows if r["global_step"] == step and "time_minutes" in r]

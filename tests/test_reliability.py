@@ -563,7 +563,7 @@ def test_a_command_of_another_config_in_a_run_folder_leaves_the_runs_config_as_i
     finished = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path)], cwd=ROOT, capture_output=True,
                               text=True, timeout=300)  # a finished run: said, not a silent success
     assert finished.returncode != 0
-    assert "has done 2 tasks, as many as its schedule.n_tasks=2: nothing to resume" in finished.stderr
+    assert "has done 2 tasks, its schedule.n_tasks is 2: nothing to resume" in finished.stderr
     resume_more = subprocess.run([sys.executable, "-m", "mlsh.resume", str(tmp_path), "--n-tasks", "3"], cwd=ROOT,
                                  capture_output=True, text=True, timeout=300)
     assert resume_more.returncode == 0 and "tasks_done=3" in resume_more.stdout, resume_more.stderr[-3000:]

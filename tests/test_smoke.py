@@ -235,6 +235,34 @@ def test_gallery_writes_stills_and_a_random_gif_and_a_run_s_maps_and_video(smoke
     assert "video.gif" in proc.stdout
 
 
+@pytest.mark.parametrize("args, message", [
+    (("mlsh.benchmarks.subpolicy_paths", "{missing}"), "error: no run folder or checkpoint at"),
+    (("mlsh.benchmarks.subpolicy_paths", "{run}"), "error: root paths need a MuJoCo env (ant or humanoid)"),
+    (("mlsh.benchmarks.subpolicy_paths", "{run}", "--episodes", "0"), "--episodes and --max-steps must be >= 1"),
+    (("mlsh.benchmarks.four_rooms_primitives", "--run", "{run}"), "is a run of env=movement_bandits: --run scores"),
+    (("mlsh.benchmarks.scaling", "--load", "{missing}"), "--load {missing}: not a readable --save file"),
+    (("mlsh.benchmarks.scaling", "--envs", "nope"), "--envs: no conf/env file for ['nope']"),
+    (("mlsh.benchmarks.kill_resume", "--out", "{file}"), "is a file, not a folder"),
+    (("mlsh.benchmarks.kill_resume", "--out", "{tmp}/kr", "n_subpolicies=0"),
+     "config error: n_subpolicies must be an integer >= 1, got 0"),
+    (("mlsh.gallery", "--size", "0"), "--size must be at least 32 pixels, got 0"),
+    (("mlsh.gallery", "--video-env", "nope"), "--video-env must be one of ['mlsh/MovementBandits-v0'"),
+    (("mlsh.gallery", "--only", "nope"), "--only 'nope' matches none of"),
+    (("mlsh.gallery", "--run", "{run}", "--steps", "0"), "--steps must be >= 1, got 0"),
+    (("mlsh.evaluate", "{run}", "--seed", "-3"), "--seed must be in [0, 2**32 - 1], got -3"),
+    (("mlsh.plot", "{run}", "--window", "-5"), "--window must be >= 1 iteration, got -5"),
+])
+def test_the_tools_name_bad_input_in_one_line(smoke_run, tmp_path, args, message):
+    """A wrong path, a run of another env or a bad flag: an error that says what is wrong, no traceback."""
+    (tmp_path / "file.txt").write_text("not a folder")
+    fill = {"missing": str(tmp_path / "missing"), "run": str(smoke_run), "file": str(tmp_path / "file.txt"),
+            "tmp": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", *(a.format(**fill) for a in args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and message.format(**fill) in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
 def test_transfer_benchmark_runs_end_to_end_and_prints_the_table(tmp_path):
     proc = run("-m", "mlsh.benchmarks.transfer", "--env", "four_rooms", "--seed", "0", "--out", str(tmp_path),
                "--minutes", "0.01", "--tasks", "1", "--updates", "1", "schedule.rollout_steps=400",

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from mlsh import checkpoint, train  # noqa: E402
+from mlsh.benchmarks import cli_description
 from mlsh.runlog import read_metrics  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -69,7 +70,8 @@ def measure(env: str, tasks: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.checkpoint_cost",
+                                     description=cli_description(__doc__))
     parser.add_argument("--env", action="append", help="conf/env names (default movement_bandits, ant_two_walk)")
     parser.add_argument("--tasks", type=int, default=6, help="tasks to train per env (default 6)")
     args = parser.parse_args()

@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs  # noqa: F401  (registers mlsh/*)
+from mlsh.benchmarks import cli_description
 
 TARGET_RATIO = 0.9
 
@@ -71,7 +72,8 @@ def measure(env_id: str, base_id: str, steps: int, rounds: int, seed: int = 0) -
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, str, float, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.env_speed",
+                                     description=cli_description(__doc__))
     parser.add_argument("--steps", type=int, default=20_000, help="timed steps per env")
     parser.add_argument("--rounds", type=int, default=6, help="alternating chunks per pair")
     parser.add_argument("--only", default="", help="run only the rows whose env id contains this text")

@@ -22,7 +22,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: threads on
 
 import numpy as np  # noqa: E402
 
-from envs.four_rooms import N_CELLS, NEXT_CELL, ORIGINAL_GOALS  # noqa: E402
+from envs.four_rooms import N_CELLS, NEXT_CELL, ORIGINAL_GOALS, FourRoomsEnv  # noqa: E402
+from mlsh.benchmarks import cli_description
 
 
 def transition_matrices(slip_prob: float = 1.0 / 3.0) -> np.ndarray:
@@ -99,6 +100,8 @@ def run_subpolicies(run: str, P: np.ndarray, start: int, goals: list[int], episo
 
     h, _ = load_hierarchy(run)
     env = h.make_env().unwrapped
+    if not isinstance(env, FourRoomsEnv):
+        raise ValueError(f"{run} is a run of env={h.cfg.env.name}: --run scores the sub-policies of a FourRooms run")
     obs = np.stack([env.obs_at(c) for c in range(N_CELLS)])
     subs = [action_probs(model, obs, h.normalize) for model in h.subs]
     models = [macro_model_stochastic(P, probs, n) for probs in subs]
@@ -115,7 +118,8 @@ def run_subpolicies(run: str, P: np.ndarray, start: int, goals: list[int], episo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.four_rooms_primitives",
+                                     description=cli_description(__doc__))
     parser.add_argument("--k", type=int, default=4, help="number of sub-policies (default 4, the paper's)")
     parser.add_argument("--n", type=int, default=25, help="macro duration N (default 25)")
     parser.add_argument("--episode", type=int, default=100, help="episode length (default 100)")
@@ -124,7 +128,10 @@ def main() -> None:
     args = parser.parse_args()
     P = transition_matrices()
     if args.run:
-        return run_subpolicies(args.run, P, args.start, list(ORIGINAL_GOALS), args.episode, args.n)
+        try:
+            return run_subpolicies(args.run, P, args.start, list(ORIGINAL_GOALS), args.episode, args.n)
+        except (FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
+            raise SystemExit(f"error: {err}") from None
     decisions = args.episode // args.n
     oracle = oracle_returns(P, args.episode)
     go_to = go_to_policies(P)

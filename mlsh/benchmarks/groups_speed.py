@@ -20,6 +20,7 @@ from pathlib import Path
 import torch as th
 from hydra import compose, initialize_config_dir
 
+from mlsh.benchmarks import cli_description
 from mlsh.train import meta_train
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -31,7 +32,8 @@ def timed(cfg) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.groups_speed",
+                                     description=cli_description(__doc__))
     parser.add_argument("--env", default="movement_bandits", help="a conf/env name")
     parser.add_argument("--groups", type=int, default=None, help="G (default: the env config's n_groups)")
     parser.add_argument("--tasks", type=int, default=20, help="tasks of the one-group run")

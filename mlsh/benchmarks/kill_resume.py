@@ -26,6 +26,7 @@ import torch as th
 from stable_baselines3 import PPO
 
 from mlsh import checkpoint
+from mlsh.benchmarks import cli_description
 from mlsh.runlog import read_metrics, wandb_local_history
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,9 +35,11 @@ DEFAULT = ("env=movement_bandits", "schedule.n_tasks=8", "schedule.n_envs=20", "
 
 
 def start(run_dir: Path, overrides: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "run.py", *overrides, "logger.mode=offline", "progress_bar=false",
-                             f"hydra.run.dir={run_dir}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
+    """run.py into ``run_dir``; its output goes to ``<run_dir>.log`` beside it."""
+    with open(run_dir.with_name(run_dir.name + ".log"), "w") as log:
+        return subprocess.Popen([sys.executable, "run.py", *overrides, "logger.mode=offline", "progress_bar=false",
+                                 f"hydra.run.dir={run_dir}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "WANDB_MODE": "offline"})
 
 
 def differences(a: Path, b: Path) -> list[str]:
@@ -59,7 +62,8 @@ def differences(a: Path, b: Path) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.kill_resume",
+                                     description=cli_description(__doc__))
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--sigterm-every", type=int, default=4, help="every n-th trial sends SIGTERM (0: never)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill points")
@@ -67,11 +71,16 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help=f"run.py overrides (default {' '.join(DEFAULT)})")
     args = parser.parse_args()
     overrides = args.overrides or list(DEFAULT)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a folder")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
     root = args.out or Path(tempfile.mkdtemp(prefix="kill_resume_"))
     shutil.rmtree(root / "reference", ignore_errors=True)
     t0 = time.time()
     if start(root / "reference", overrides).wait() != 0:
-        raise SystemExit("the uninterrupted run failed")
+        tail = (root / "reference.log").read_text().strip().splitlines()[-5:]
+        raise SystemExit("the uninterrupted run failed (" + str(root / "reference.log") + "):\n" + "\n".join(tail))
     total = len(read_metrics(root / "reference"))
     print(f"reference: {total} rows in {time.time() - t0:.0f} s ({' '.join(overrides)})", flush=True)
     rng = np.random.default_rng(args.seed)
@@ -97,6 +106,9 @@ def main() -> None:
         same += not problems
         print(f"trial {trial}: {signal.Signals(sig).name} after {after} rows + {delay:.2f} s (exit {code}, "
               f"{kept} rows kept): {'identical' if not problems else '; '.join(problems)}", flush=True)
+    if args.out is None and same == args.trials:  # a temporary folder whose runs are all as they should be
+        shutil.rmtree(root, ignore_errors=True)
+        root = "removed"
     print(f"{same} of {args.trials} resumed runs identical to the uninterrupted run ({root})")
 
 

@@ -42,6 +42,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import envs  # noqa: F401  (registers mlsh/*)
 from envs.batch import MujocoBatchVecEnv
+from mlsh.benchmarks import cli_description
 from mlsh.groups import TaskVecEnv
 
 ENVS = {  # config name: (env id, gymnasium base env)
@@ -271,7 +272,8 @@ def layout_overrides(layout: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.mujoco_speed",
+                                     description=cli_description(__doc__))
     parser.add_argument("--envs", nargs="*", default=["ant_two_walk", "humanoid_walk_crawl"], choices=list(ENVS),
                         help="envs of the env-rate table (none: skip it)")
     parser.add_argument("--steps", type=int, default=6400, help="timed steps per runner and env")

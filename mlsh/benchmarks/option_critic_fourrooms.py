@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from envs.four_rooms import N_CELLS, FourRoomsEnv  # noqa: E402
+from mlsh.benchmarks import cli_description
 from mlsh.benchmarks.four_rooms_primitives import transition_matrices  # noqa: E402
 from mlsh.learners import make_learner, make_task_env  # noqa: E402
 from mlsh.train import setup_torch  # noqa: E402
@@ -115,7 +116,7 @@ def run_seed(seed: int, goal: int, start: str, steps: int, episodes: int, overri
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.option_critic_fourrooms",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=cli_description(__doc__))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--start", choices=("fixed", "random"), default="fixed")
     parser.add_argument("--goal", type=int, default=103)

@@ -21,6 +21,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import envs  # noqa: F401  (registers the task distributions)
 from mlsh import ppo_update, sb3_adapter
+from mlsh.benchmarks import cli_description
 from mlsh.learners import build_ppo
 
 ENVS = {"movement_bandits": "mlsh/MovementBandits-v0", "ant_two_walk": "mlsh/AntTwoWalk-v0"}
@@ -39,7 +40,8 @@ def batch(model, n: int, rng: np.random.Generator) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.ppo_update_speed",
+                                     description=cli_description(__doc__))
     parser.add_argument("--samples", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlsh.benchmarks import cli_description
+
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 
@@ -207,7 +209,8 @@ def allreduce_seconds(nbytes: float, procs: int, latency: float, bandwidth: floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.scaling",
+                                     description=cli_description(__doc__))
     parser.add_argument("--envs", nargs="+", default=list(RUNS))
     parser.add_argument("--procs", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--groups", type=int, default=None, help="G (default: the largest P)")
@@ -228,10 +231,16 @@ def main() -> None:
     if args.allreduce:
         return allreduce_worker(Path(args.allreduce[0]), [int(n) for n in args.allreduce[1].split(",")],
                                 int(args.allreduce[2]))
+    unknown = sorted(set(args.envs) - {p.stem for p in (CONF / "env").glob("*.yaml")})
+    if unknown and not args.load:
+        parser.error(f"--envs: no conf/env file for {unknown}")
     G = args.groups or max(args.procs)
     tables = []
     if args.load:  # print the tables of a saved run again (the projection re-measures the all-reduces)
-        saved = json.loads(Path(args.load).read_text())
+        try:
+            saved = json.loads(Path(args.load).read_text())
+        except (OSError, ValueError) as err:
+            parser.error(f"--load {args.load}: not a readable --save file ({err})")
         G, args.repeats = saved["G"], saved["repeats"]
         tables = [(env, o, best, *({int(p): v for p, v in d.items()} for d in ds))
                   for env, o, best, *ds in saved["tables"]]

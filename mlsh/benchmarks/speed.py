@@ -23,6 +23,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import envs  # noqa: F401
+from mlsh.benchmarks import cli_description
 from mlsh.train import meta_train
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -47,7 +48,8 @@ def mlsh(cfg, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.speed",
+                                     description=cli_description(__doc__))
     parser.add_argument("--steps", type=int, default=400_000, help="primitive env steps per timed run")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()

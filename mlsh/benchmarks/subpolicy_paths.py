@@ -17,6 +17,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 
 from mlsh import checkpoint, media  # noqa: E402
+from mlsh.benchmarks import cli_description
 
 
 def paths(run_dir: Path, episodes: int, max_steps: int | None = None) -> dict[int, list[np.ndarray]]:
@@ -26,12 +27,17 @@ def paths(run_dir: Path, episodes: int, max_steps: int | None = None) -> dict[in
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.subpolicy_paths",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=cli_description(__doc__))
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--max-steps", type=int, default=None, help="cut episodes shorter than the env's limit")
     args = parser.parse_args(argv)
-    result = paths(args.run_dir, args.episodes, args.max_steps)
+    if args.episodes < 1 or args.max_steps is not None and args.max_steps < 1:
+        parser.error("--episodes and --max-steps must be >= 1")
+    try:
+        result = paths(args.run_dir, args.episodes, args.max_steps)
+    except (FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
+        raise SystemExit(f"error: {err}") from None
 
     import matplotlib
 

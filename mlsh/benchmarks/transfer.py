@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 from omegaconf import OmegaConf
 
+from mlsh.benchmarks import cli_description
 from mlsh.evaluate import EVAL_ENV_SEED_OFFSET, evaluate_run, load_run_config, plot_eval, transfer
 from mlsh.learners import make_task_env, sample_task, task_rng
 
@@ -223,7 +224,8 @@ def plot_seeds(rows: list[dict], out: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlsh.benchmarks.transfer",
+                                     description=cli_description(__doc__))
     parser.add_argument("--env", default="movement_bandits", help="a conf/env name")
     parser.add_argument("--seed", type=int, action="append", help="seed(s) to run; none: print the table")
     parser.add_argument("--out", type=Path, default=None, help="default outputs/bench/<env>_transfer")
