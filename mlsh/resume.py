@@ -21,7 +21,7 @@ from mlsh import checkpoint, distributed
 from mlsh.config import distributed_timeout, validate
 from mlsh.evaluate import load_run_config
 from mlsh.faults import NonFiniteError
-from mlsh.runlog import read_metrics
+from mlsh.runlog import read_metrics, write_provenance
 from mlsh.train import meta_train
 
 
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         if ended is not None:
             raise ValueError(f"{args.run_dir} {ended}")
         world = distributed.init(distributed_timeout(cfg))
+        if world.main and not (args.run_dir / "provenance.json").exists():  # killed before run.py wrote it
+            write_provenance(args.run_dir)
         summary = meta_train(cfg, args.run_dir, progress=cfg.progress_bar, resume=True)
     except (FileNotFoundError, ValueError, NonFiniteError, distributed.PeerLost) as err:
         where = distributed.world()
