@@ -82,8 +82,6 @@ def _bool(cfg: DictConfig, key: str) -> None:
 def _arch(cfg: DictConfig, key: str) -> None:
     """A network's hidden layers: a list of widths >= 1 ([]: no hidden layer)."""
     arch = OmegaConf.select(cfg, key)
-    if arch is None:
-        return
     if not isinstance(arch, ListConfig | list) or not all(
             isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in arch):
         raise ConfigError(f"{key} must be a list of layer widths >= 1 (e.g. [64, 64]; [] for none), got {arch!r}")
@@ -268,7 +266,7 @@ def validate(cfg: DictConfig, processes: int = 1, started: bool = False) -> None
     _int(cfg, "n_subpolicies", 1)
     n = _int(cfg, "macro_duration", 1)
     _int(cfg, "seed", 0)
-    if cfg.get("torch_threads") is not None:
+    if "torch_threads" in cfg:
         _int(cfg, "torch_threads", 1)
     _bool(cfg, "progress_bar")
     _int(cfg, "schedule.n_tasks", 1)
@@ -344,5 +342,4 @@ def validate(cfg: DictConfig, processes: int = 1, started: bool = False) -> None
         _init_from(cfg)
     mode = cfg.logger.mode
     if mode not in ("online", "offline", "disabled"):
-        raise ConfigError(f"logger.mode must be one of ['online', 'offline', 'disabled'], got {mode!r} (its default "
-                          f"is the WANDB_MODE environment variable, else offline)")
+        raise ConfigError(f"logger.mode must be one of ['online', 'offline', 'disabled'], got {mode!r}")

@@ -102,6 +102,8 @@ def test_option_critic_warns_when_its_linear_nets_meet_observations_that_are_not
         ("algo.subpolicy.net_arch=abc", "algo.subpolicy.net_arch must be a list of layer widths >= 1 (e.g. [64, 64]; "
                                         "[] for none), got 'abc'"),
         ("algo.master.net_arch=[0]", "algo.master.net_arch must be a list of layer widths >= 1"),
+        ("algo.master.net_arch=null", "algo.master.net_arch must be a list of layer widths >= 1"),
+        ("torch_threads=null", "torch_threads must be an integer >= 1, got None"),
         ("logger.mode=live", "logger.mode must be one of ['online', 'offline', 'disabled']"),
         ("n_subpolicies=two", "n_subpolicies must be an integer >= 1, got 'two'"),
         ("schedule.n_groups=0", "schedule.n_groups must be an integer >= 1, got 0"),
