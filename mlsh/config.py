@@ -105,9 +105,7 @@ def _option_critic(cfg: DictConfig, processes: int) -> None:
         raise ConfigError(f"algo.batch_size ({cfg.algo.batch_size}) must be <= algo.replay_size "
                           f"({cfg.algo.replay_size})")
     for key in ("policy_net_arch", "termination_net_arch", "critic_net_arch"):
-        arch = OmegaConf.select(cfg, f"algo.{key}")
-        if arch is None or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in arch):
-            raise ConfigError(f"algo.{key} must be a list of layer widths >= 1 ([] for linear), got {arch!r}")
+        _arch(cfg, f"algo.{key}")
     env = gym.make(cfg.env.id, **(OmegaConf.to_container(cfg.env.kwargs) if cfg.env.get("kwargs") else {}))
     action_space = env.action_space
     obs, _ = env.reset(seed=0)

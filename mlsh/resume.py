@@ -15,14 +15,12 @@ import signal
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from mlsh import checkpoint, distributed
 from mlsh.config import distributed_timeout, validate
 from mlsh.evaluate import load_run_config
 from mlsh.faults import NonFiniteError
 from mlsh.runlog import read_metrics, write_provenance
-from mlsh.train import meta_train
+from mlsh.train import meta_train, stop_reason, task_returns, warmup_iters
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,20 +79,13 @@ def _ended(run_dir: Path, cfg) -> str | None:
                 f"(--n-tasks N, more than {done}, extends it)")
     rows = [r for r in read_metrics(run_dir) if r["global_step"] <= step]
     now = [r["time_minutes"] for r in rows if r["global_step"] == step and "time_minutes" in r]
-    if sched.get("max_minutes") and now and now[-1] > sched.max_minutes:
-        return (f"has run {now[-1]:.1f} minutes, more than its schedule.max_minutes={sched.max_minutes:g}: nothing "
-                f"to resume (--max-minutes M, more than {now[-1]:.1f}, extends it)")
-    target, window = sched.get("target_return"), sched.get("target_window", 20)
-    if target is not None:
-        warmup = sched.warmup_iters if cfg.algo.name in ("mlsh", "option_critic") else 0
-        key = "task/warmup_return" if warmup > 0 else "task/final_return"
-        # as meta_train counts them: a task without a warmup return is left out, a final return of null is NaN
-        returns = [np.nan if r[key] is None else r[key] for r in rows
-                   if key in r and not (r[key] is None and warmup > 0)]
-        if len(returns) >= window and np.mean(returns[-window:]) >= target:
-            return (f"reached its schedule.target_return={target:g} (mean {key} of the last {window} tasks "
-                    f"{np.mean(returns[-window:]):.4g}): nothing to resume")
-    return None
+    minutes = now[-1] if now else 0.0  # without the checkpoint's row the time test cannot be made
+    stop = stop_reason(sched, minutes, *task_returns(rows), warmup_iters(cfg))
+    if stop is None:
+        return None
+    key, why = stop
+    extend = f" (--max-minutes M, more than {minutes:.1f}, extends it)" if key == "max_minutes" else ""
+    return f"{why}: nothing to resume{extend}"
 
 
 if __name__ == "__main__":

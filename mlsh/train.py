@@ -136,6 +136,39 @@ def _checkpointed(run_dir: Path) -> int:
     return max(len(steps) - 1, 0)
 
 
+def warmup_iters(cfg: DictConfig) -> int:
+    """W as the loop runs it. The baselines have no warmup: they update their policy every iteration. Option-critic's
+    warmup trains the task's critic and terminations over frozen intra-option policies, as MLSH's the master over
+    frozen sub-policies."""
+    return cfg.schedule.warmup_iters if cfg.algo.name in ("mlsh", "option_critic") else 0
+
+
+def task_returns(rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """The finished tasks' final and warmup returns in metrics rows, as the loop keeps them: a task whose last
+    iteration ended no episode logged its final return as null (NaN); a task without warmup has no warmup return."""
+    finals = [float("nan") if r["task/final_return"] is None else r["task/final_return"]
+              for r in rows if "task/final_return" in r]
+    warmups = [r["task/warmup_return"] for r in rows if r.get("task/warmup_return") is not None]
+    return finals, warmups
+
+
+def stop_reason(sched: DictConfig, minutes: float, finals: list[float], warmups: list[float],
+                warmup: int) -> tuple[str, str] | None:
+    """Whether the loop stops after a finished task, besides ``n_tasks``: ``(key, why)`` for the time budget or the
+    target return, else None. MLSH's early stop reads the return at the end of warmup: a fresh master over the
+    current sub-policies."""
+    if sched.get("max_minutes") and minutes > sched.max_minutes:
+        return "max_minutes", (f"has run {minutes:.1f} minutes, more than its schedule.max_minutes="
+                               f"{sched.max_minutes:g}")
+    target, window = sched.get("target_return"), sched.get("target_window", 20)
+    stop_on = warmups if warmup > 0 else finals
+    if target is not None and len(stop_on) >= window and np.mean(stop_on[-window:]) >= target:
+        key = "task/warmup_return" if warmup > 0 else "task/final_return"
+        return "target_return", (f"reached its schedule.target_return={target:g} (mean {key} of the last {window} "
+                                 f"tasks {np.mean(stop_on[-window:]):.4g})")
+    return None
+
+
 def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) -> dict[str, Any] | None:
     """Load the latest good checkpoint into ``learner`` and ``rng``; drop the metrics logged after it.
 
@@ -203,13 +236,10 @@ def _restore(run_dir: Path, learner, rng: np.random.Generator, per_task: int) ->
     minutes = state.get("minutes")
     if minutes is None:
         minutes = max((r["time_minutes"] for r in rows if "time_minutes" in r), default=0.0)
+    finals, warmups = task_returns(rows)
     return {
         "clocks": clocks, "sampled": sampled, "done": done, "step": step, "iteration": state.get("iteration"),
-        # a task whose last iteration ended no episode logged its final return as null (NaN)
-        "finals": [float("nan") if r["task/final_return"] is None else r["task/final_return"]
-                   for r in rows if "task/final_return" in r],
-        "warmups": [r["task/warmup_return"] for r in rows if r.get("task/warmup_return") is not None],
-        "minutes": float(minutes),
+        "finals": finals, "warmups": warmups, "minutes": float(minutes),
     }
 
 
@@ -354,9 +384,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
     dealt_from = task_set(venv) if sched.get("task_order", "iid") == "shuffled" else None  # else drawn iid
     check_every = int(cfg.get("distributed", {}).get("check_every", 100))
     per_task = sched.warmup_iters + sched.joint_iters
-    # The baselines have no warmup: they update their policy every iteration. Option-critic's warmup trains the
-    # task's critic and terminations over frozen intra-option policies, as MLSH's the master over frozen sub-policies.
-    warmup = sched.warmup_iters if cfg.algo.name in ("mlsh", "option_critic") else 0
+    warmup = warmup_iters(cfg)
     pos = _restore(run_dir, learner, rng, per_task) if resume else None
     if world.main:  # past the config check: this start's config is the run's (run.py restores it on a refusal)
         checkpoint.keep_run_config(run_dir)
@@ -514,12 +542,7 @@ def meta_train(cfg: DictConfig, run_dir: Path, group: str | None = None, progres
                         break
                 if not finished:
                     continue
-                if sched.get("max_minutes") and now > sched.max_minutes:
-                    break
-                # MLSH's early stop reads the return at the end of warmup: a fresh master over the current sub-policies
-                target, window = sched.get("target_return"), sched.get("target_window", 20)
-                stop_on = warmups if warmup > 0 else finals
-                if target is not None and len(stop_on) >= window and np.mean(stop_on[-window:]) >= target:
+                if stop_reason(sched, now, finals, warmups, warmup) is not None:
                     break
                 if done < sched.n_tasks:
                     start_tasks()
