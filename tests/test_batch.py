@@ -208,6 +208,26 @@ def test_speed_benchmark_runs_the_end_to_end_loop_in_two_processes(capsys):
     assert all(float(row[8].replace(",", "")) > 0 and 0 < float(row[-1]) < 1 for row in rows)
 
 
+def test_speed_benchmark_repeats_the_end_to_end_rows_of_another_env_against_its_base_env(capsys):
+    from mlsh.benchmarks.mujoco_speed import main
+
+    with pytest.raises(SystemExit, match="--layouts 4x3 of ant_two_walk with --procs 1: schedule.rollout_steps"):
+        main(["--envs", "--layouts", "4x3"])
+    with pytest.raises(SystemExit, match="--layouts 4x16 of humanoid_walk_crawl .* multiple of macro_duration"):
+        main(["--envs", "--layouts", "4x16", "--e2e-env", "humanoid_walk_crawl"])
+    main(["--envs", "--iters", "1", "--layouts", "1x4", "--repeats", "2", "--e2e-env", "humanoid_walk_crawl",
+          "--variants", "batched, 1 thread, 15 minibatches"])
+    out = capsys.readouterr().out
+    assert "MLSH meta-training on humanoid_walk_crawl" in out and "Humanoid-v5" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("batched, 1 thread")]
+    assert len(rows) == 3  # two runs, then the summary row
+    ratios = [float(row[10]) for row in rows[:2]]
+    assert [row[5:8] for row in rows[:2]] == [["1", "1x4", "8,000"]] * 2 and all(r > 0 for r in ratios)
+    median, lowest, highest = map(float, rows[2][7:10])
+    assert rows[2][5:7] == ["1", "1x4"] and (lowest, highest) == (min(ratios), max(ratios))
+    assert median == pytest.approx(sum(ratios) / 2, abs=0.01)
+
+
 def test_speed_benchmark_times_the_physics_alone_beside_the_envs():
     from mlsh.benchmarks.mujoco_speed import _Physics, env_rates
 

@@ -14,12 +14,16 @@ env ends an episode on a fall (the humanoids' healthy height range): what one co
 The runners take turns in ``--rounds`` chunks, so that a background load hits all alike; a rate is total steps
 over total time.
 
-**End to end**: MLSH meta-training on AntTwoWalk with its config (the paper's N=200, W=20, U=40, 8000 steps per
-group and iteration, the env file's task groups and envs per group, or each ``--layouts GxN``: G groups of N envs):
+**End to end**: MLSH meta-training on AntTwoWalk (or ``--e2e-env``: AntMaze, HumanoidWalkCrawl) with its config
+(the paper's N=200, W=20, U=40, 8000 steps per group and iteration, the env file's task groups and envs per group,
+or each ``--layouts GxN``: G groups of N envs):
 ``--iters`` iterations spread evenly over one cycle of the staggered groups' steady state (each group joint in the
 iterations where its task is past warmup, as in a run), every update included: per-env stepping and the batched
 env with minibatches of 64 steps, then the batched env on 1 and 2 threads with the original's 15 minibatches per
-epoch (the config's default); against the rate of gymnasium's Ant-v5 measured in turn in the same command.
+epoch (the config's default); against the rate of gymnasium's base env (Ant-v5, or Humanoid-v5 for the humanoid)
+measured in turn in the same command (the ratio: a row's rate over the base env's rate over all its turns so far).
+``--repeats R`` runs every row R times in turn and ends with each row's median, lowest and highest ratio: on this
+shared machine one run's rate moves by 10-20% from run to run.
 ``--procs 1 2`` runs each variant in one process and in two started by torchrun (the groups spread over them, as
 ``torchrun ... run.py`` does; the layout's G must be a multiple of P); the update share is the slowest process's
 (with several processes it includes the masters' updates of the iterations with a sub-policy update, which
@@ -184,8 +188,8 @@ def steady_state(n_groups: int, warmup: int, joint: int, kind: str, iters: int) 
             for t in (i * cycle // iters for i in range(iters))]
 
 
-def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
-    """Primitive steps per second of ``iters`` MLSH iterations on AntTwoWalk, and the share spent in the
+def e2e_rate(overrides: list[str], iters: int, env: str = "ant_two_walk") -> dict[str, float]:
+    """Primitive steps per second of ``iters`` MLSH iterations on ``env``, and the share spent in the
     sub-policy update. Started by torchrun (``--e2e-worker``), each process runs its own task groups as
     ``mlsh.train`` spreads them, merging the observation filter after every iteration as a run does; the rate is
     every process's steps over the slowest process's time."""
@@ -196,7 +200,7 @@ def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
     from mlsh.learners import make_learner, make_task_env, normalizer, sample_task, task_rng
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["env=ant_two_walk", "logger.mode=disabled", *overrides])
+        cfg = compose(config_name="config", overrides=[f"env={env}", "logger.mode=disabled", *overrides])
     world = distributed.world()
     th.manual_seed(world.rank)
     G = cfg.schedule.n_groups
@@ -238,24 +242,24 @@ def e2e_rate(overrides: list[str], iters: int) -> dict[str, float]:
             "layout": f"{G}x{cfg.schedule.n_envs}", "procs": world.size}
 
 
-def e2e_procs(procs: int, overrides: list[str], iters: int) -> dict[str, float]:
+def e2e_procs(procs: int, overrides: list[str], iters: int, env: str = "ant_two_walk") -> dict[str, float]:
     """``e2e_rate`` in this process (``procs`` 1) or in ``procs`` processes started by torchrun."""
     if procs == 1:
-        return e2e_rate(overrides, iters)
+        return e2e_rate(overrides, iters, env)
     from mlsh.benchmarks.scaling import torchrun
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "e2e.json"
-        torchrun(procs, ["--e2e-worker", str(out), str(iters), *overrides], module="mlsh.benchmarks.mujoco_speed")
+        torchrun(procs, ["--e2e-worker", str(out), str(iters), env, *overrides], module="mlsh.benchmarks.mujoco_speed")
         return json.loads(out.read_text())
 
 
-def _e2e_worker(out: str, iters: str, overrides: list[str]) -> None:
+def _e2e_worker(out: str, iters: str, env: str, overrides: list[str]) -> None:
     from mlsh import distributed
 
     th.set_num_threads(1)
     world = distributed.init(300)
-    result = e2e_rate(overrides, int(iters))
+    result = e2e_rate(overrides, int(iters), env)
     if world.main:
         Path(out).write_text(json.dumps(result))
     distributed.shutdown()
@@ -269,6 +273,25 @@ def layout_overrides(layout: str) -> list[str]:
     if not (sep and groups.isdigit() and n_envs.isdigit()):
         raise SystemExit(f"--layouts {layout!r}: give GxN, e.g. 2x4 (2 task groups of 4 envs), or config")
     return [f"schedule.n_groups={groups}", f"schedule.n_envs={n_envs}"]
+
+
+def check_layout(env: str, layout: str, procs: list[int]) -> None:
+    """A clear error, before anything runs, for a layout the env's config refuses or that ``procs`` cannot share."""
+    from hydra import compose, initialize_config_dir
+
+    from mlsh.benchmarks.scaling import CONF
+    from mlsh.config import ConfigError, validate
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"env={env}", *layout_overrides(layout)])
+    bad = [p for p in procs if p < 1 or cfg.schedule.n_groups % p]
+    if bad:
+        raise SystemExit(f"--procs {bad[0]}: the task groups ({layout}) must spread evenly over the processes")
+    for p in procs:
+        try:
+            validate(cfg, processes=p)
+        except ConfigError as err:
+            raise SystemExit(f"--layouts {layout} of {env} with --procs {p}: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,15 +309,18 @@ def main(argv: list[str] | None = None) -> None:
                              "config: the env file's")
     parser.add_argument("--procs", nargs="+", type=int, default=[1],
                         help="processes of each end-to-end variant (P > 1: torchrun, the groups spread over them)")
+    parser.add_argument("--e2e-env", default="ant_two_walk", choices=list(ENVS),
+                        help="env of the end-to-end rows (default ant_two_walk), against its gymnasium base env")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each end-to-end row, in turn; with R > 1 a last table of each row's ratios")
     parser.add_argument("--e2e-worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.e2e_worker:
-        return _e2e_worker(args.e2e_worker[0], args.e2e_worker[1], args.e2e_worker[2:])
+        return _e2e_worker(*args.e2e_worker[:3], args.e2e_worker[3:])
+    if args.repeats < 1 or args.iters < 0:
+        parser.error("--repeats must be >= 1 and --iters >= 0")
     for layout in args.layouts:
-        groups = int(layout.partition("x")[0]) if layout != "config" else None
-        bad = [p for p in args.procs if p < 1 or (groups is not None and groups % p)]
-        if bad:
-            raise SystemExit(f"--procs {bad[0]}: the task groups ({layout}) must spread evenly over the processes")
+        check_layout(args.e2e_env, layout, args.procs)
     th.set_num_threads(1)
     print(f"env step rate, random actions, one process ({args.steps} steps per runner in {args.rounds} "
           f"alternating rounds)")
@@ -309,22 +335,31 @@ def main(argv: list[str] | None = None) -> None:
             print(line, flush=True)
     if not args.iters:
         return
-    print(f"\nMLSH meta-training on ant_two_walk (N=200, W=20, U=40, 8000 steps per group and iteration), "
-          f"{args.iters} iterations over the staggered groups' steady state, against gymnasium Ant-v5 timed in turn:")
-    print(f"{'variant':<36} {'P':>2} {'groups':>7} {'steps':>8} {'steps/s':>9} {'Ant-v5':>8} {'ratio':>6} "
+    _, base_id = ENVS[args.e2e_env]
+    print(f"\nMLSH meta-training on {args.e2e_env} (N=200, W=20, U=40, 8000 steps per group and iteration), "
+          f"{args.iters} iterations over the staggered groups' steady state, against gymnasium {base_id} timed in "
+          f"turn:")
+    print(f"{'variant':<36} {'P':>2} {'groups':>7} {'steps':>8} {'steps/s':>9} {base_id:>11} {'ratio':>6} "
           f"{'update share':>13}")
-    ant = _Gym("Ant-v5", "Ant-v5")
-    for layout in args.layouts:
-        for variant in args.variants:
-            for procs in args.procs:
-                ant.run(4000)
-                res = e2e_procs(procs, E2E[variant] + layout_overrides(layout), args.iters)
-                ant.run(4000)
-                print(f"{variant:<36} {procs:>2} {res['layout']:>7} {res['steps']:>8,} "
-                      f"{res['steps_per_second']:>9,.0f} {ant.rate():>8,.0f} "
-                      f"{res['steps_per_second'] / ant.rate():>6.2f} {res['subs_share']:>13.2f}", flush=True)
-    print(f"(targets, issue 12: batched env >= {ENV_TARGET}x its base env per core; MLSH >= {E2E_TARGET}x Ant-v5)")
-
+    base = _Gym(base_id, base_id)
+    rows = [(layout, variant, procs) for layout in args.layouts for variant in args.variants for procs in args.procs]
+    ratios: dict[tuple, list[float]] = {row: [] for row in rows}
+    for _ in range(args.repeats):
+        for layout, variant, procs in rows:
+            base.run(4000)
+            res = e2e_procs(procs, E2E[variant] + layout_overrides(layout), args.iters, args.e2e_env)
+            base.run(4000)
+            ratios[layout, variant, procs].append(res["steps_per_second"] / base.rate())
+            print(f"{variant:<36} {procs:>2} {res['layout']:>7} {res['steps']:>8,} "
+                  f"{res['steps_per_second']:>9,.0f} {base.rate():>11,.0f} "
+                  f"{res['steps_per_second'] / base.rate():>6.2f} {res['subs_share']:>13.2f}", flush=True)
+    if args.repeats > 1:
+        print(f"\nratio over the {args.repeats} runs of each row:")
+        print(f"{'variant':<36} {'P':>2} {'layout':>7} {'median':>7} {'lowest':>7} {'highest':>8}")
+        for (layout, variant, procs), r in ratios.items():
+            print(f"{variant:<36} {procs:>2} {layout:>7} {np.median(r):>7.2f} {min(r):>7.2f} {max(r):>8.2f}")
+    print(f"(targets, issue 12: batched env >= {ENV_TARGET}x its base env per core; MLSH on ant_two_walk >= "
+          f"{E2E_TARGET}x Ant-v5)")
 
 if __name__ == "__main__":
     main()
