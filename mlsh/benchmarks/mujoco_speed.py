@@ -275,8 +275,9 @@ def layout_overrides(layout: str) -> list[str]:
     return [f"schedule.n_groups={groups}", f"schedule.n_envs={n_envs}"]
 
 
-def check_layout(env: str, layout: str, procs: list[int]) -> None:
-    """A clear error, before anything runs, for a layout the env's config refuses or that ``procs`` cannot share."""
+def check_layout(env: str, layout: str, procs: list[int]):
+    """``env``'s config with ``layout``; a clear error, before anything runs, for a layout the config refuses or
+    that ``procs`` cannot share."""
     from hydra import compose, initialize_config_dir
 
     from mlsh.benchmarks.scaling import CONF
@@ -292,6 +293,7 @@ def check_layout(env: str, layout: str, procs: list[int]) -> None:
             validate(cfg, processes=p)
         except ConfigError as err:
             raise SystemExit(f"--layouts {layout} of {env} with --procs {p}: {err}") from None
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -319,8 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         return _e2e_worker(*args.e2e_worker[:3], args.e2e_worker[3:])
     if args.repeats < 1 or args.iters < 0:
         parser.error("--repeats must be >= 1 and --iters >= 0")
-    for layout in args.layouts:
-        check_layout(args.e2e_env, layout, args.procs)
+    cfg = [check_layout(args.e2e_env, layout, args.procs) for layout in args.layouts][0]
     th.set_num_threads(1)
     print(f"env step rate, random actions, one process ({args.steps} steps per runner in {args.rounds} "
           f"alternating rounds)")
@@ -336,7 +337,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.iters:
         return
     _, base_id = ENVS[args.e2e_env]
-    print(f"\nMLSH meta-training on {args.e2e_env} (N=200, W=20, U=40, 8000 steps per group and iteration), "
+    sched = cfg.schedule
+    print(f"\nMLSH meta-training on {args.e2e_env} (N={cfg.macro_duration}, W={sched.warmup_iters}, "
+          f"U={sched.joint_iters}, {sched.rollout_steps} steps per group and iteration), "
           f"{args.iters} iterations over the staggered groups' steady state, against gymnasium {base_id} timed in "
           f"turn:")
     print(f"{'variant':<36} {'P':>2} {'groups':>7} {'steps':>8} {'steps/s':>9} {base_id:>11} {'ratio':>6} "
