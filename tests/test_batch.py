@@ -215,8 +215,11 @@ def test_speed_benchmark_repeats_the_end_to_end_rows_of_another_env_against_its_
         main(["--envs", "--layouts", "4x3"])
     with pytest.raises(SystemExit, match="--layouts 4x16 of humanoid_walk_crawl .* multiple of macro_duration"):
         main(["--envs", "--layouts", "4x16", "--e2e-env", "humanoid_walk_crawl"])
+    with pytest.raises(SystemExit):
+        main(["--envs", "--variants", "batched"])
+    assert "give one of per-env-64, batched-64, batched-15, batched2-15" in capsys.readouterr().err
     main(["--envs", "--iters", "1", "--layouts", "1x4", "--repeats", "2", "--e2e-env", "humanoid_walk_crawl",
-          "--variants", "batched, 1 thread, 15 minibatches"])
+          "--variants", "batched-15"])  # the short key of "batched, 1 thread, 15 minibatches"
     out = capsys.readouterr().out
     assert "MLSH meta-training on humanoid_walk_crawl" in out and "Humanoid-v5" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("batched, 1 thread")]

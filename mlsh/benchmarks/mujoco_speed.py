@@ -176,6 +176,15 @@ E2E = {  # variant: overrides of the ant_two_walk config (whose default is batch
     "batched, 1 thread, 15 minibatches": ["env.batch_threads=1"],
     "batched, 2 threads, 15 minibatches": ["env.batch_threads=2"],
 }
+SHORT = dict(zip(("per-env-64", "batched-64", "batched-15", "batched2-15"), E2E, strict=True))  # --variants keys
+
+
+def variant_name(name: str) -> str:
+    """A ``--variants`` item: a short key or the full name."""
+    if name in SHORT or name in E2E:
+        return SHORT.get(name, name)
+    raise argparse.ArgumentTypeError(f"{name!r}: give one of {', '.join(SHORT)} (or the full names: "
+                                     f"{'; '.join(E2E)})")
 
 
 def steady_state(n_groups: int, warmup: int, joint: int, kind: str, iters: int) -> list[list[bool]]:
@@ -305,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--n", type=int, default=16, help="envs of the vectorised runners")
     parser.add_argument("--iters", type=int, default=6, help="MLSH iterations per end-to-end variant (0: none)")
-    parser.add_argument("--variants", nargs="+", default=list(E2E), choices=list(E2E))
+    parser.add_argument("--variants", nargs="+", default=list(E2E), type=variant_name, metavar="VARIANT",
+                        help=f"end-to-end variants: {', '.join(f'{k} ({v})' for k, v in SHORT.items())}")
     parser.add_argument("--layouts", nargs="+", default=["config"],
                         help="GxN: G task groups of N envs (rollout_steps 8000 must be a multiple of N x 200); "
                              "config: the env file's")
