@@ -21,9 +21,10 @@ or each ``--layouts GxN``: G groups of N envs):
 iterations where its task is past warmup, as in a run), every update included: per-env stepping and the batched
 env with minibatches of 64 steps, then the batched env on 1 and 2 threads with the original's 15 minibatches per
 epoch (the config's default); against the rate of gymnasium's base env (Ant-v5, or Humanoid-v5 for the humanoid)
-measured in turn in the same command (the ratio: a row's rate over the base env's rate over all its turns so far).
-``--repeats R`` runs every row R times in turn and ends with each row's median, lowest and highest ratio: on this
-shared machine one run's rate moves by 10-20% from run to run.
+timed in turn in the same command, 8000 steps just before and 8000 just after each row. The ratio is the row's rate
+over the base env's in those two turns: this machine's speed drifts by up to a third within minutes, so a base rate
+averaged over the whole command would flatter the rows run in its fast stretches and wrong the others.
+``--repeats R`` runs every row R times in turn and ends with each row's median, lowest and highest ratio.
 ``--procs 1 2`` runs each variant in one process and in two started by torchrun (the groups spread over them, as
 ``torchrun ... run.py`` does; the layout's G must be a multiple of P); the update share is the slowest process's
 (with several processes it includes the masters' updates of the iterations with a sub-policy update, which
@@ -359,13 +360,16 @@ def main(argv: list[str] | None = None) -> None:
     ratios: dict[tuple, list[float]] = {row: [] for row in rows}
     for _ in range(args.repeats):
         for layout, variant, procs in rows:
-            base.run(4000)
+            steps, seconds = base.steps, base.seconds
+            base.run(8000)
             res = e2e_procs(procs, E2E[variant] + layout_overrides(layout), args.iters, args.e2e_env)
-            base.run(4000)
-            ratios[layout, variant, procs].append(res["steps_per_second"] / base.rate())
+            base.run(8000)
+            base_rate = (base.steps - steps) / (base.seconds - seconds)  # its own two turns, right around the row
+            ratio = res["steps_per_second"] / base_rate
+            ratios[layout, variant, procs].append(ratio)
             print(f"{variant:<36} {procs:>2} {res['layout']:>7} {res['steps']:>8,} "
-                  f"{res['steps_per_second']:>9,.0f} {base.rate():>11,.0f} "
-                  f"{res['steps_per_second'] / base.rate():>6.2f} {res['subs_share']:>13.2f}", flush=True)
+                  f"{res['steps_per_second']:>9,.0f} {base_rate:>11,.0f} "
+                  f"{ratio:>6.2f} {res['subs_share']:>13.2f}", flush=True)
     if args.repeats > 1:
         print(f"\nratio over the {args.repeats} runs of each row:")
         print(f"{'variant':<36} {'P':>2} {'layout':>7} {'median':>7} {'lowest':>7} {'highest':>8}")
