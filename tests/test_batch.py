@@ -196,39 +196,66 @@ def test_speed_benchmark_times_the_staggered_steady_state():
         layout_overrides("4by10")
 
 
-def test_speed_benchmark_runs_the_end_to_end_loop_in_two_processes(capsys):
+def test_speed_benchmark_runs_the_end_to_end_loop_in_two_processes(capsys, monkeypatch):
+    from mlsh.benchmarks import mujoco_speed
     from mlsh.benchmarks.mujoco_speed import main
 
     with pytest.raises(SystemExit, match="--procs 3: the task groups \\(2x4\\) must spread evenly"):
         main(["--envs", "--layouts", "2x4", "--procs", "1", "3"])
-    main(["--envs", "--iters", "2", "--layouts", "2x4", "--procs", "1", "2",
+    results, e2e_procs = [], mujoco_speed.e2e_procs
+    monkeypatch.setattr(mujoco_speed, "e2e_procs", lambda *a: results.append(e2e_procs(*a)) or results[-1])
+    main(["--envs", "--iters", "2", "--layouts", "2x4", "--procs", "1", "2", "--e2e-env", "ant_maze",
           "--variants", "batched, 1 thread, 15 minibatches"])
-    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("batched, 1 thread")]
+    out = capsys.readouterr().out
+    assert "MLSH meta-training on ant_maze" in out
+    assert [(r["env"], r["procs"]) for r in results] == [("ant_maze", 1), ("ant_maze", 2)]  # torchrun's workers too
+    rows = [line.split() for line in out.splitlines() if line.startswith("batched, 1 thread")]
     assert [row[5:8] for row in rows] == [["1", "2x4", "32,000"], ["2", "2x4", "32,000"]]  # P, layout, steps
     assert all(float(row[8].replace(",", "")) > 0 and 0 < float(row[-1]) < 1 for row in rows)
 
 
-def test_speed_benchmark_repeats_the_end_to_end_rows_of_another_env_against_its_base_env(capsys):
+def test_speed_benchmark_repeats_each_row_against_the_base_env_timed_around_it(capsys, monkeypatch):
+    from mlsh.benchmarks import mujoco_speed
     from mlsh.benchmarks.mujoco_speed import main
 
     with pytest.raises(SystemExit, match="--layouts 4x3 of ant_two_walk with --procs 1: schedule.rollout_steps"):
         main(["--envs", "--layouts", "4x3"])
     with pytest.raises(SystemExit, match="--layouts 4x16 of humanoid_walk_crawl .* multiple of macro_duration"):
         main(["--envs", "--layouts", "4x16", "--e2e-env", "humanoid_walk_crawl"])
+    with pytest.raises(SystemExit, match="the task groups \\(2x10, the env file's\\) must spread evenly"):
+        main(["--envs", "--procs", "3", "--e2e-env", "humanoid_walk_crawl"])
     with pytest.raises(SystemExit):
         main(["--envs", "--variants", "batched"])
     assert "give one of per-env-64, batched-64, batched-15, batched2-15" in capsys.readouterr().err
-    main(["--envs", "--iters", "1", "--layouts", "1x4", "--repeats", "2", "--e2e-env", "humanoid_walk_crawl",
-          "--variants", "batched-15"])  # the short key of "batched, 1 thread, 15 minibatches"
+
+    base_rates = iter([1000, 3000, 2000, 2000, 4000, 1000])  # the base env's turns: before and after each row
+    row_rates = iter([3000, 5000, 4000])
+
+    class Base:  # the base env, as fast as the next rate: only the turns right around a row count for its ratio
+        def __init__(self, name, env_id):
+            self.env_id, self.steps, self.seconds = env_id, 0, 0.0
+
+        def run(self, n):
+            self.steps, self.seconds = self.steps + n, self.seconds + n / next(base_rates)
+
+    calls = []
+
+    def e2e(procs, overrides, iters, env):
+        calls.append((procs, overrides, env))
+        return {"steps": 8000, "steps_per_second": next(row_rates), "subs_share": 0.1, "layout": "2x10"}
+
+    monkeypatch.setattr(mujoco_speed, "_Gym", Base)
+    monkeypatch.setattr(mujoco_speed, "e2e_procs", e2e)
+    main(["--envs", "--layouts", "config", "--repeats", "3", "--e2e-env", "humanoid_walk_crawl",
+          "--variants", "batched-15", "batched, 1 thread, 15 minibatches"])  # one variant, by key and by name
     out = capsys.readouterr().out
     assert "MLSH meta-training on humanoid_walk_crawl" in out and "Humanoid-v5" in out
+    assert calls == [(1, ["env.batch_threads=1", "algo.subpolicy.minibatches=15"], "humanoid_walk_crawl")] * 3
     rows = [line.split() for line in out.splitlines() if line.startswith("batched, 1 thread")]
-    assert len(rows) == 3  # two runs, then the summary row
-    ratios = [float(row[10]) for row in rows[:2]]
-    assert [row[5:8] for row in rows[:2]] == [["1", "1x4", "8,000"]] * 2 and all(r > 0 for r in ratios)
-    median, lowest, highest = map(float, rows[2][7:10])
-    assert rows[2][5:7] == ["1", "1x4"] and (lowest, highest) == (min(ratios), max(ratios))
-    assert median == pytest.approx(sum(ratios) / 2, abs=0.01)
+    assert len(rows) == 4  # three runs, then the summary row
+    # base rate of a row: 16000 steps over its two turns' time, e.g. 16000 / (8000/1000 + 8000/3000) = 1500
+    assert [(row[9], row[10]) for row in rows[:3]] == [("1,500", "2.00"), ("2,000", "2.50"), ("1,600", "2.50")]
+    assert rows[3][5:10] == ["1", "2x10", "2.50", "2.00", "2.50"]  # P, layout, median, lowest, highest
 
 
 def test_speed_benchmark_times_the_physics_alone_beside_the_envs():

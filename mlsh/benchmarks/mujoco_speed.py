@@ -171,11 +171,11 @@ def env_rates(name: str, steps: int, rounds: int, n: int) -> list[_Timed]:
     return runners
 
 
-E2E = {  # variant: overrides of the ant_two_walk config (whose default is batched, 1 thread, 15 minibatches)
+E2E = {  # variant: overrides of the env's config (minibatches=null: ppo.batch_size samples, 64)
     "per-env stack, minibatches of 64": ["env.batched=false", "algo.subpolicy.minibatches=null"],
     "batched, 1 thread, minibatches of 64": ["env.batch_threads=1", "algo.subpolicy.minibatches=null"],
-    "batched, 1 thread, 15 minibatches": ["env.batch_threads=1"],
-    "batched, 2 threads, 15 minibatches": ["env.batch_threads=2"],
+    "batched, 1 thread, 15 minibatches": ["env.batch_threads=1", "algo.subpolicy.minibatches=15"],
+    "batched, 2 threads, 15 minibatches": ["env.batch_threads=2", "algo.subpolicy.minibatches=15"],
 }
 SHORT = dict(zip(("per-env-64", "batched-64", "batched-15", "batched2-15"), E2E, strict=True))  # --variants keys
 
@@ -249,7 +249,7 @@ def e2e_rate(overrides: list[str], iters: int, env: str = "ant_two_walk") -> dic
     steps = iters * cfg.schedule.rollout_steps * G
     venv.close()
     return {"steps": steps, "steps_per_second": steps / seconds, "subs_share": sub_seconds / seconds,
-            "layout": f"{G}x{cfg.schedule.n_envs}", "procs": world.size}
+            "layout": f"{G}x{cfg.schedule.n_envs}", "procs": world.size, "env": env}
 
 
 def e2e_procs(procs: int, overrides: list[str], iters: int, env: str = "ant_two_walk") -> dict[str, float]:
@@ -295,14 +295,17 @@ def check_layout(env: str, layout: str, procs: list[int]):
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"env={env}", *layout_overrides(layout)])
-    bad = [p for p in procs if p < 1 or cfg.schedule.n_groups % p]
+    name = f"{cfg.schedule.n_groups}x{cfg.schedule.n_envs}" + (", the env file's" if layout == "config" else "")
+    if any(p < 1 for p in procs):
+        raise SystemExit(f"--procs {min(procs)}: give 1 or more processes")
+    bad = [p for p in procs if cfg.schedule.n_groups % p]
     if bad:
-        raise SystemExit(f"--procs {bad[0]}: the task groups ({layout}) must spread evenly over the processes")
+        raise SystemExit(f"--procs {bad[0]}: the task groups ({name}) must spread evenly over the processes")
     for p in procs:
         try:
             validate(cfg, processes=p)
         except ConfigError as err:
-            raise SystemExit(f"--layouts {layout} of {env} with --procs {p}: {err}") from None
+            raise SystemExit(f"--layouts {name} of {env} with --procs {p}: {err}") from None
     return cfg
 
 
@@ -332,7 +335,10 @@ def main(argv: list[str] | None = None) -> None:
         return _e2e_worker(*args.e2e_worker[:3], args.e2e_worker[3:])
     if args.repeats < 1 or args.iters < 0:
         parser.error("--repeats must be >= 1 and --iters >= 0")
-    cfg = [check_layout(args.e2e_env, layout, args.procs) for layout in args.layouts][0]
+    # a variant given by its key and by its full name, or a layout twice, is one row
+    args.layouts, args.variants, args.procs = (list(dict.fromkeys(a)) for a in (args.layouts, args.variants,
+                                                                                 args.procs))
+    cfgs = {layout: check_layout(args.e2e_env, layout, args.procs) for layout in args.layouts}
     th.set_num_threads(1)
     print(f"env step rate, random actions, one process ({args.steps} steps per runner in {args.rounds} "
           f"alternating rounds)")
@@ -348,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.iters:
         return
     _, base_id = ENVS[args.e2e_env]
+    cfg = next(iter(cfgs.values()))  # N, W, U and the steps per group: the same in every layout
     sched = cfg.schedule
     print(f"\nMLSH meta-training on {args.e2e_env} (N={cfg.macro_duration}, W={sched.warmup_iters}, "
           f"U={sched.joint_iters}, {sched.rollout_steps} steps per group and iteration), "
@@ -374,9 +381,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nratio over the {args.repeats} runs of each row:")
         print(f"{'variant':<36} {'P':>2} {'layout':>7} {'median':>7} {'lowest':>7} {'highest':>8}")
         for (layout, variant, procs), r in ratios.items():
-            print(f"{variant:<36} {procs:>2} {layout:>7} {np.median(r):>7.2f} {min(r):>7.2f} {max(r):>8.2f}")
+            name = f"{cfgs[layout].schedule.n_groups}x{cfgs[layout].schedule.n_envs}"
+            print(f"{variant:<36} {procs:>2} {name:>7} {np.median(r):>7.2f} {min(r):>7.2f} {max(r):>8.2f}")
     print(f"(targets, issue 12: batched env >= {ENV_TARGET}x its base env per core; MLSH on ant_two_walk >= "
           f"{E2E_TARGET}x Ant-v5)")
+
 
 if __name__ == "__main__":
     main()
