@@ -200,8 +200,11 @@ def test_speed_benchmark_runs_the_end_to_end_loop_in_two_processes(capsys, monke
     from mlsh.benchmarks import mujoco_speed
     from mlsh.benchmarks.mujoco_speed import main
 
-    with pytest.raises(SystemExit, match="--procs 3: the task groups \\(2x4\\) must spread evenly"):
+    with pytest.raises(SystemExit, match="--layouts 2x4 of ant_two_walk with --procs 3: schedule.n_groups=2 task "
+                                         "groups cannot be spread evenly over 3 processes"):
         main(["--envs", "--layouts", "2x4", "--procs", "1", "3"])
+    with pytest.raises(SystemExit, match="--procs 0: give 1 or more processes"):
+        main(["--envs", "--layouts", "2x4", "--procs", "0", "1"])
     results, e2e_procs = [], mujoco_speed.e2e_procs
     monkeypatch.setattr(mujoco_speed, "e2e_procs", lambda *a: results.append(e2e_procs(*a)) or results[-1])
     main(["--envs", "--iters", "2", "--layouts", "2x4", "--procs", "1", "2", "--e2e-env", "ant_maze",
@@ -222,7 +225,8 @@ def test_speed_benchmark_repeats_each_row_against_the_base_env_timed_around_it(c
         main(["--envs", "--layouts", "4x3"])
     with pytest.raises(SystemExit, match="--layouts 4x16 of humanoid_walk_crawl .* multiple of macro_duration"):
         main(["--envs", "--layouts", "4x16", "--e2e-env", "humanoid_walk_crawl"])
-    with pytest.raises(SystemExit, match="the task groups \\(2x10, the env file's\\) must spread evenly"):
+    with pytest.raises(SystemExit, match="--layouts 2x10, the env file's of humanoid_walk_crawl with --procs 3: "
+                                         "schedule.n_groups=2 task groups cannot be spread evenly"):
         main(["--envs", "--procs", "3", "--e2e-env", "humanoid_walk_crawl"])
     with pytest.raises(SystemExit):
         main(["--envs", "--variants", "batched"])
