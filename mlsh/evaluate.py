@@ -8,7 +8,7 @@ collects ``schedule.rollout_steps`` primitive steps per update, like in training
 would not finish an episode each in a rollout: ``whole_episode_envs``). The mean episode return of the
 rollout after u updates (u = 0 .. ``--updates``) is the curve; ``eval.json`` and ``eval.png`` go into the run
 folder. ``algo.<key>=<value>`` arguments change the held-out learners' settings from the run's (``--name`` keeps
-such an evaluation beside the default one).
+such an evaluation beside the default one). An existing ``<name>.json`` is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -169,6 +169,16 @@ def evaluate_run(run_dir: Path, n_tasks: int = 20, n_updates: int = 10, seed: in
     return result
 
 
+def _describe(path: Path) -> str:
+    """What an earlier evaluation file holds, in a few words (or why it cannot be read)."""
+    try:
+        old = json.loads(path.read_text())
+        overrides = " ".join(old.get("overrides") or []) or "none"
+        return f"{len(old['per_task'])} tasks, {len(old['updates']) - 1} updates, overrides: {overrides}"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"unreadable: {type(err).__name__}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlsh.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -177,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None, help="held-out stream seed (default: the run's seed)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a checkpoints/task_* folder (default latest)")
     parser.add_argument("--name", default="eval", help="files written: <name>.json and <name>.png (default eval)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing <name>.json and <name>.png (without it, an existing one stops "
+                             "the command before it starts)")
     parser.add_argument("overrides", nargs="*",
                         help="algo.<key>=<value>: held-out learners' settings changed from the run's "
                              "(e.g. algo.target_every=50)")
@@ -189,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--name must be a file name without a folder, got {args.name!r}")
     if args.overrides and args.name == "eval":
         parser.error("with overrides, give --name NAME: eval.json keeps the evaluation with the run's own settings")
+    existing = args.run_dir / f"{args.name}.json"
+    if existing.exists() and not args.overwrite:
+        parser.error(f"{existing} exists ({_describe(existing)}); give --name NEW to keep both, or --overwrite to "
+                     f"replace it")
     os.environ.setdefault("WANDB_MODE", "disabled")
     try:
         result = evaluate_run(args.run_dir, args.tasks, args.updates, args.seed, args.checkpoint, progress=True,

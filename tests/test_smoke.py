@@ -73,6 +73,14 @@ def test_evaluate_and_plot(smoke_run, tmp_path):
                           "x"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "the run's config has no algo.master.ppo.lr" in bad.stderr
     assert json.loads((smoke_run / "eval.json").read_text()) == result
+    # a second evaluation under the same name stops before it starts, naming the file; --overwrite replaces it
+    again = subprocess.run([sys.executable, "-m", "mlsh.evaluate", str(smoke_run), "--tasks", "1"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and f"{smoke_run / 'eval.json'} exists (2 tasks, 2 updates, overrides: none); " \
+        "give --name NEW to keep both, or --overwrite to replace it" in again.stderr
+    assert json.loads((smoke_run / "eval.json").read_text()) == result
+    run("-m", "mlsh.evaluate", str(smoke_run), "--tasks", "1", "--updates", "1", "--overwrite")
+    assert json.loads((smoke_run / "eval.json").read_text())["updates"] == [0, 1]
     out = tmp_path / "cmp.png"
     run("-m", "mlsh.plot", str(smoke_run), str(smoke_run), "--out", str(out))
     assert out.read_bytes()[:4] == b"\x89PNG"
